@@ -1,0 +1,10 @@
+"""kvmm: Keras 3 vision-language encoders (SigLIP, CLIP, BiomedCLIP) for JAX, TensorFlow and PyTorch.
+
+>>> import kvmm
+>>> model = kvmm.models.siglip.SigLIPBaseP16(weights="google_224")
+>>> processor = kvmm.models.siglip.SigLIPProcessor.for_model(model)
+"""
+
+__version__ = "0.1.0"
+
+from kvmm import errors, layers, models  # noqa: E402,F401

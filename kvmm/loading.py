@@ -1,0 +1,499 @@
+"""Building models with pretrained weights: resolve, fetch, convert, cache.
+
+Every family (SigLIP, CLIP, ...) describes itself with a :class:`ModelFamily` (variants,
+named weights, key map); :func:`create_model` does the rest the same way for all:
+
+* ``weights=None``: random initialisation.
+* a named weight (``"google_224"``): fetched from its Hugging Face repo with
+  ``huggingface_hub`` (its cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and tokens apply),
+  converted tensor by tensor, then cached as a Keras ``.weights.h5`` so the next load
+  skips the conversion (and the original download).
+* ``"hf:<repo_id>"`` (optionally ``"hf:<repo_id>@<revision>"``): any compatible Hub checkpoint.
+* a local Hugging Face checkpoint folder (``config.json`` + ``model.safetensors``).
+* a ``.weights.h5`` file written by ``model.save_weights``.
+
+A checkpoint that does not fit (missing, left-over or mis-shaped tensors, another
+variant's config) raises :class:`kvmm.errors.WeightsError` before any variable is touched.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+from kvmm.errors import WeightsError
+from kvmm.utils.hub import hub_file, hub_file_if_exists
+
+#: Bump when the layout of converted ``.weights.h5`` cache files changes.
+CACHE_FORMAT_VERSION = 1
+
+
+# ---------------------------------------------------------------------------------------
+# Catalog types
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class NamedWeights:
+    """A named pretrained weight: its Hugging Face repo and what it sets in the model."""
+
+    repo_id: str
+    image_size: int | None = None
+    vocabulary_size: int | None = None
+    max_text_length: int | None = None
+    multilingual: bool = False
+    revision: str | None = None
+
+    def overrides(self) -> dict:
+        fields = ("image_size", "vocabulary_size", "max_text_length")
+        return {f: getattr(self, f) for f in fields if getattr(self, f) is not None}
+
+
+@dataclasses.dataclass
+class Rule:
+    """One checkpoint tensor and the Keras variable(s) it fills.
+
+    ``targets`` pairs each variable with ``convert(array, target_shape) -> array``
+    (transpose, split of a fused tensor, resize of a position grid, ...).
+    """
+
+    key: str
+    targets: list[tuple[object, Callable[[np.ndarray, tuple], np.ndarray]]]
+
+
+@dataclasses.dataclass
+class ModelFamily:
+    """What :func:`create_model` needs to know about one model family."""
+
+    name: str
+    model_class: type
+    variants: dict[str, dict]
+    weights: dict[str, dict[str, NamedWeights]]
+    #: ``model -> [Rule]``, the full key map of the family.
+    key_map: Callable[[object], list[Rule]]
+    #: checkpoint config (``config.json``) -> model keyword arguments.
+    config_from_checkpoint: Callable[[dict], dict]
+    #: model arguments that must equal the variant's (others may come from the checkpoint).
+    architecture_keys: tuple[str, ...]
+    #: checkpoint tensors that are not weights (buffers) and are skipped.
+    ignored_keys: tuple[str, ...] = ()
+    config_file: str = "config.json"
+    checkpoint_files: tuple[str, ...] = ("model.safetensors", "model.safetensors.index.json")
+    vocabulary_files: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------------------------------
+# Checkpoint reading
+# ---------------------------------------------------------------------------------------
+class SafetensorsCheckpoint:
+    """Lazy reader over one or several (sharded) ``.safetensors`` files.
+
+    Tensors are read one at a time, so converting never holds more than the model and
+    one tensor in memory. bfloat16 tensors are read through ``ml_dtypes``.
+    """
+
+    def __init__(self, paths: Iterable[str | os.PathLike]):
+        from safetensors import SafetensorError, safe_open
+
+        self._files = {}
+        self._where: dict[str, str] = {}
+        for path in paths:
+            path = str(path)
+            try:
+                handle = safe_open(path, framework="numpy")
+            except (SafetensorError, OSError) as exc:
+                raise WeightsError(
+                    f"Cannot read {path}: it is truncated or not a safetensors file ({exc}). "
+                    f"Delete it and download it again."
+                ) from exc
+            self._files[path] = handle
+            for key in handle.keys():
+                self._where[key] = path
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike) -> SafetensorsCheckpoint:
+        """Open ``model.safetensors`` or the shards listed by a ``*.safetensors.index.json``."""
+        path = Path(path)
+        if path.name.endswith(".index.json"):
+            try:
+                index = json.loads(path.read_text())
+                shards = sorted(set(index["weight_map"].values()))
+            except (OSError, ValueError, KeyError) as exc:
+                raise WeightsError(f"Cannot read the shard index {path}: {exc}") from exc
+            return cls([path.parent / shard for shard in shards])
+        return cls([path])
+
+    def keys(self) -> list[str]:
+        return list(self._where)
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return tuple(self._files[self._where[key]].get_slice(key).get_shape())
+
+    def read(self, key: str) -> np.ndarray:
+        handle = self._files[self._where[key]]
+        if handle.get_slice(key).get_dtype() == "BF16":
+            return _read_bfloat16(self._where[key], key)
+        return handle.get_tensor(key)
+
+
+def _read_bfloat16(path: str, key: str) -> np.ndarray:
+    import ml_dtypes
+
+    with open(path, "rb") as f:
+        header_size = int.from_bytes(f.read(8), "little")
+        header = json.loads(f.read(header_size))
+        start, end = header[key]["data_offsets"]
+        f.seek(8 + header_size + start)
+        data = f.read(end - start)
+    return np.frombuffer(data, dtype=ml_dtypes.bfloat16).reshape(header[key]["shape"]).copy()
+
+
+# ---------------------------------------------------------------------------------------
+# Applying a key map
+# ---------------------------------------------------------------------------------------
+def _describe(keys: list[str], limit: int = 8) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def apply_key_map(
+    rules: list[Rule],
+    checkpoint: SafetensorsCheckpoint,
+    *,
+    source: str,
+    ignored_keys: tuple[str, ...] = (),
+    progress: bool | None = None,
+):
+    """Check every rule against ``checkpoint``, then assign tensor by tensor.
+
+    Raises :class:`WeightsError` listing missing, left-over and mis-shaped tensors before
+    any variable is changed.
+    """
+    available = set(checkpoint.keys())
+    needed = {rule.key for rule in rules}
+    missing = sorted(needed - available)
+    leftover = sorted(
+        k for k in available - needed if not any(re.search(p, k) for p in ignored_keys)
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {_describe(missing)}")
+    if leftover:
+        problems.append(f"unexpected tensors: {_describe(leftover)}")
+    if problems:
+        raise WeightsError(f"Checkpoint {source} does not fit this model; " + "; ".join(problems))
+
+    from tqdm.auto import tqdm
+
+    disable = None if progress is None else not progress
+    with tqdm(total=len(rules), desc=f"Converting {source}", unit="tensor", disable=disable) as bar:
+        # Shapes are checked on converted *metadata* first where the conversion is a
+        # plain layout change, so a wrong variant fails before any assignment.
+        for rule in rules:
+            shape = checkpoint.shape(rule.key)
+            for variable, convert in rule.targets:
+                expected = tuple(variable.shape)
+                # A zero-strided stand-in: costs no memory whatever the tensor's size.
+                probe = convert(np.broadcast_to(np.zeros((), np.float32), shape), expected)
+                if tuple(probe.shape) != expected:
+                    raise WeightsError(
+                        f"Checkpoint {source}: tensor {rule.key!r} has shape {shape}, which "
+                        f"does not fit {variable.path} of shape {expected}. The checkpoint is "
+                        f"probably of another variant or configuration."
+                    )
+        for rule in rules:
+            array = checkpoint.read(rule.key)
+            for variable, convert in rule.targets:
+                variable.assign(np.ascontiguousarray(convert(array, tuple(variable.shape))))
+            del array
+            bar.update(1)
+
+
+# ---------------------------------------------------------------------------------------
+# Converted-weights cache
+# ---------------------------------------------------------------------------------------
+def cache_dir() -> Path | None:
+    """Folder of converted weights: ``$KVMM_CACHE``, else ``$XDG_CACHE_HOME/kvmm``, else
+    ``~/.cache/kvmm``. ``KVMM_CACHE=off`` disables the cache."""
+    value = os.environ.get("KVMM_CACHE")
+    if value is not None and value.strip().lower() in {"", "0", "off", "false", "none"}:
+        return None
+    if value:
+        return Path(value).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "kvmm"
+
+
+def _cache_path(model, variant: str, repo_id: str, revision: str) -> Path | None:
+    root = cache_dir()
+    if root is None:
+        return None
+    identity = json.dumps(
+        {
+            "format": CACHE_FORMAT_VERSION,
+            "repo": repo_id,
+            "revision": revision,
+            "config": {k: v for k, v in model.get_config().items() if k not in {"name", "trainable"}},
+            "variable_dtype": model.dtype_policy.variable_dtype,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
+    stem = f"{variant}--{repo_id.replace('/', '--')}--{revision[:10]}--{digest}"
+    return root / "converted" / f"{stem}.weights.h5"
+
+
+def save_weights_atomic(model, path: str | os.PathLike) -> None:
+    """``model.save_weights(path)`` through a temporary file and an atomic rename, so an
+    interrupted write never leaves a file under ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name[: -len('.weights.h5')]}.{uuid.uuid4().hex}.partial.weights.h5")
+    try:
+        model.save_weights(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    _remove_stale_partials(path.parent)
+
+
+def _remove_stale_partials(folder: Path, age_seconds: float = 24 * 3600) -> None:
+    now = time.time()
+    for stale in folder.glob(".*.partial.weights.h5"):
+        with contextlib.suppress(OSError):
+            if now - stale.stat().st_mtime > age_seconds:
+                stale.unlink()
+
+
+def load_weights_file(model, path: str | os.PathLike) -> None:
+    """``model.load_weights`` with an error that names the file and the model."""
+    try:
+        model.load_weights(str(path))
+    except Exception as exc:  # Keras raises ValueError / OSError / KeyError variants
+        raise WeightsError(
+            f"{path} does not fit {getattr(model, 'variant', None) or model.name}: {exc}"
+        ) from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Resolving the ``weights=`` argument
+# ---------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class _Source:
+    kind: str  # "named" | "hub" | "folder" | "h5"
+    label: str
+    repo_id: str | None = None
+    revision: str | None = None
+    path: Path | None = None
+    named: NamedWeights | None = None
+
+
+def _resolve(family: ModelFamily, variant: str, weights) -> _Source:
+    named = family.weights.get(variant, {})
+    if isinstance(weights, str) and weights in named:
+        spec = named[weights]
+        return _Source("named", f"{variant}/{weights} ({spec.repo_id})", spec.repo_id,
+                       spec.revision, named=spec)
+    if isinstance(weights, str) and weights.startswith("hf:"):
+        repo_id, _, revision = weights[3:].partition("@")
+        if not re.fullmatch(r"[\w.-]+/[\w.-]+", repo_id):
+            raise WeightsError(f"{weights!r} is not of the form 'hf:<owner>/<repo>[@revision]'.")
+        return _Source("hub", repo_id, repo_id, revision or None)
+    path = Path(os.path.expanduser(str(weights)))
+    if path.is_dir():
+        return _Source("folder", str(path), path=path)
+    if path.is_file() and path.name.endswith(".weights.h5"):
+        return _Source("h5", str(path), path=path)
+    if path.is_file():
+        raise WeightsError(
+            f"{path} is a file but not a Keras '.weights.h5' file. Pass the checkpoint's "
+            f"folder (with {family.config_file}) instead of a single file."
+        )
+    others = [v for v, names in family.weights.items() if v != variant and weights in names]
+    hint = f" {weights!r} is a weight of {', '.join(others)}." if others else ""
+    looks_like_path = os.sep in str(weights) or str(weights).endswith((".h5", ".safetensors"))
+    if looks_like_path:
+        raise WeightsError(f"No such file or folder: {weights}")
+    raise WeightsError(
+        f"Unknown weights {weights!r} for {variant}. Named weights: "
+        f"{', '.join(named) or 'none'}.{hint} Or pass a '.weights.h5' file, a local Hugging "
+        f"Face checkpoint folder, or 'hf:<repo_id>'."
+    )
+
+
+def _revision_of(local_path: str) -> str:
+    """Commit hash of a file in the Hugging Face cache (``.../snapshots/<hash>/file``)."""
+    parts = Path(local_path).parts
+    if "snapshots" in parts:
+        return parts[parts.index("snapshots") + 1]
+    return "unknown"
+
+
+def _find_in_folder(folder: Path, names: tuple[str, ...]) -> Path | None:
+    for name in names:
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def _fetch_checkpoint(family: ModelFamily, source: _Source) -> Path:
+    """The local checkpoint file (downloading it for Hub sources)."""
+    if source.kind == "folder":
+        found = _find_in_folder(source.path, family.checkpoint_files)
+        if found is None:
+            raise WeightsError(
+                f"{source.path} has none of {', '.join(family.checkpoint_files)}."
+            )
+        return found
+    for name in family.checkpoint_files:
+        local = hub_file_if_exists(source.repo_id, name, revision=source.revision)
+        if local is None:
+            continue
+        if name.endswith(".index.json"):
+            index = json.loads(Path(local).read_text())
+            for shard in sorted(set(index["weight_map"].values())):
+                hub_file(source.repo_id, shard, revision=source.revision)
+        return Path(local)
+    raise WeightsError(f"{source.repo_id} has none of {', '.join(family.checkpoint_files)}.")
+
+
+def _checkpoint_config(family: ModelFamily, source: _Source) -> tuple[dict | None, str | None]:
+    """(config dict, revision) of the checkpoint; config is None if it has no config file."""
+    if source.kind == "folder":
+        config_path = source.path / family.config_file
+        if not config_path.is_file():
+            return None, None
+        local = str(config_path)
+    else:
+        local = hub_file_if_exists(source.repo_id, family.config_file, revision=source.revision)
+        if local is None:
+            return None, source.revision
+    try:
+        config = json.loads(Path(local).read_text())
+    except ValueError as exc:
+        raise WeightsError(f"{local} is not valid JSON: {exc}") from exc
+    return config, _revision_of(local)
+
+
+def _matching_variants(family: ModelFamily, arch: dict) -> list[str]:
+    return [
+        name
+        for name, spec in family.variants.items()
+        if all(spec.get(k) == arch.get(k) for k in family.architecture_keys)
+    ]
+
+
+def _check_architecture(family: ModelFamily, variant: str, arch: dict, source: _Source):
+    expected = family.variants[variant]
+    diffs = [
+        f"{k}={arch[k]} (expected {expected[k]})"
+        for k in family.architecture_keys
+        if k in arch and arch[k] != expected[k]
+    ]
+    if diffs:
+        fits = _matching_variants(family, {**expected, **arch})
+        hint = f" It is a {' / '.join(fits)} checkpoint." if fits else ""
+        raise WeightsError(
+            f"Checkpoint {source.label} does not fit {variant}: {', '.join(diffs)}.{hint}"
+        )
+
+
+def create_model(
+    family: ModelFamily,
+    variant: str,
+    weights=None,
+    input_shape=None,
+    name: str | None = None,
+    dtype=None,
+    progress: bool | None = None,
+    **kwargs,
+):
+    """Build ``variant`` of ``family`` and load ``weights`` into it (see module docstring)."""
+    if variant not in family.variants:
+        raise WeightsError(
+            f"Unknown {family.name} variant {variant!r}; choose one of {', '.join(family.variants)}."
+        )
+    config = dict(family.variants[variant])
+    source = _resolve(family, variant, weights) if weights is not None else None
+
+    checkpoint_config = revision = None
+    if source is not None and source.kind != "h5":
+        checkpoint_config, revision = _checkpoint_config(family, source)
+        if checkpoint_config is not None:
+            arch = family.config_from_checkpoint(checkpoint_config)
+            _check_architecture(family, variant, arch, source)
+            config.update({k: v for k, v in arch.items() if k not in family.architecture_keys})
+        if source.named is not None:
+            config.update(source.named.overrides())
+
+    if input_shape is not None:
+        if len(input_shape) != 3 or input_shape[-1] != 3:
+            raise ValueError(
+                f"input_shape must be (height, width, 3) (channels-last RGB), got {input_shape}."
+            )
+        config["image_size"] = (int(input_shape[0]), int(input_shape[1]))
+    config.update(kwargs)
+    model = family.model_class(
+        **config, variant=variant, name=name or variant.lower(), dtype=dtype
+    )
+    if source is None:
+        return model
+    if source.kind == "h5":
+        load_weights_file(model, source.path)
+        return model
+
+    cache_path = None
+    if source.kind in ("named", "hub") and revision and revision != "unknown":
+        cache_path = _cache_path(model, variant, source.repo_id, revision)
+    if cache_path is not None and cache_path.is_file():
+        try:
+            model.load_weights(str(cache_path))
+            _attach_vocabulary(family, model, source)
+            return model
+        except Exception as exc:  # a damaged cache entry: convert again
+            warnings.warn(f"Ignoring unreadable cached weights {cache_path} ({exc}); converting again.")
+            with contextlib.suppress(OSError):
+                cache_path.unlink()
+
+    checkpoint = SafetensorsCheckpoint.from_file(_fetch_checkpoint(family, source))
+    rules = family.key_map(model)
+    apply_key_map(
+        rules, checkpoint, source=source.label, ignored_keys=family.ignored_keys, progress=progress
+    )
+    del checkpoint
+    if cache_path is not None:
+        try:
+            save_weights_atomic(model, cache_path)
+        except OSError as exc:
+            warnings.warn(f"Could not cache converted weights at {cache_path}: {exc}")
+    _attach_vocabulary(family, model, source)
+    return model
+
+
+def _attach_vocabulary(family: ModelFamily, model, source: _Source) -> None:
+    """Remember the checkpoint's own vocabulary file, for ``Processor.for_model(model)``."""
+    model.weights_source = source.label
+    model.vocabulary_path = None
+    if source.kind == "folder":
+        found = _find_in_folder(source.path, family.vocabulary_files)
+        model.vocabulary_path = str(found) if found else None
+        return
+    for name in family.vocabulary_files:
+        try:
+            local = hub_file_if_exists(source.repo_id, name, revision=source.revision)
+        except Exception:  # offline with only the weights cached: the processor falls back
+            local = None
+        if local:
+            model.vocabulary_path = local
+            return

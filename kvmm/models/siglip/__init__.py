@@ -1,0 +1,34 @@
+"""SigLIP (Zhai et al., 2023): sigmoid-loss image-text encoders.
+
+>>> import keras, kvmm
+>>> model = kvmm.models.siglip.SigLIPBaseP16(weights="google_224")
+>>> processor = kvmm.models.siglip.SigLIPProcessor.for_model(model)
+>>> out = model(processor(text=["a cat", "a dog"], image_paths=["cat.jpg"]))
+>>> probs = keras.ops.sigmoid(out["image_logits"])   # sigmoid, never softmax
+"""
+
+from kvmm.models.siglip.model import SigLIPModel, SigLIPTextEncoder, SigLIPVisionEncoder, l2_normalize
+from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
+from kvmm.models.siglip.variants import SIGLIP, SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
+
+__all__ = [
+    "SIGLIP",
+    "SIGLIP_VARIANTS",
+    "SIGLIP_WEIGHTS",
+    "SigLIPBaseP16",
+    "SigLIPLargeP16",
+    "SigLIPModel",
+    "SigLIPSo400mP14",
+    "SigLIPTextEncoder",
+    "SigLIPVisionEncoder",
+    "l2_normalize",
+]
+
+try:  # the processor modules are written alongside; export them when present
+    from kvmm.models.siglip.image_processor import SigLIPImageProcessor  # noqa: F401
+    from kvmm.models.siglip.processor import SigLIPProcessor  # noqa: F401
+    from kvmm.models.siglip.tokenizer import SigLIPTokenizer  # noqa: F401
+
+    __all__ += ["SigLIPImageProcessor", "SigLIPProcessor", "SigLIPTokenizer"]
+except ImportError:  # pragma: no cover - removed once the processor lands
+    pass

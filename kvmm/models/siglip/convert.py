@@ -1,0 +1,182 @@
+"""SigLIP key map: Hugging Face ``SiglipModel`` tensor names -> kvmm Keras variables.
+
+This is the one place that knows the checkpoint layout; the loader
+(:func:`kvmm.loading.create_model`) and the tools in ``conversion/`` use it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvmm.errors import WeightsError
+from kvmm.layers import resize_position_grid
+from kvmm.loading import Rule
+
+
+def _same(array, shape):
+    return array
+
+
+def _linear(array, shape):  # torch Linear (out, in) -> Keras Dense (in, out)
+    return array.T
+
+
+def _conv(array, shape):  # torch Conv2d (out, in, kh, kw) -> Keras Conv2D (kh, kw, in, out)
+    return array.transpose(2, 3, 1, 0)
+
+
+def _rows(index: int, count: int, convert=_same):
+    """Take block ``index`` of ``count`` equal row blocks (torch's fused in_proj [q; k; v])."""
+
+    def take(array, shape):
+        size = array.shape[0] // count
+        return convert(array[index * size : (index + 1) * size], shape)
+
+    return take
+
+
+def _dense(prefix: str, layer) -> list[Rule]:
+    rules = [Rule(f"{prefix}.weight", [(layer.kernel, _linear)])]
+    if layer.use_bias:
+        rules.append(Rule(f"{prefix}.bias", [(layer.bias, _same)]))
+    return rules
+
+
+def _layer_norm(prefix: str, layer) -> list[Rule]:
+    return [
+        Rule(f"{prefix}.weight", [(layer.gamma, _same)]),
+        Rule(f"{prefix}.bias", [(layer.beta, _same)]),
+    ]
+
+
+def _mlp(prefix: str, mlp) -> list[Rule]:
+    return _dense(f"{prefix}.fc1", mlp.fc1) + _dense(f"{prefix}.fc2", mlp.fc2)
+
+
+def _encoder(prefix: str, layers) -> list[Rule]:
+    rules = []
+    for i, block in enumerate(layers):
+        p = f"{prefix}.encoder.layers.{i}"
+        attention = block.attention
+        rules += _layer_norm(f"{p}.layer_norm1", block.layer_norm1)
+        rules += _dense(f"{p}.self_attn.q_proj", attention.query)
+        rules += _dense(f"{p}.self_attn.k_proj", attention.key)
+        rules += _dense(f"{p}.self_attn.v_proj", attention.value)
+        rules += _dense(f"{p}.self_attn.out_proj", attention.output_dense)
+        rules += _layer_norm(f"{p}.layer_norm2", block.layer_norm2)
+        rules += _mlp(f"{p}.mlp", block.mlp)
+    return rules
+
+
+def vision_key_map(vision, prefix: str = "vision_model") -> list[Rule]:
+    """Rules for :class:`SigLIPVisionEncoder` (also usable for a bare ``SiglipVisionModel``)."""
+    grid = vision.grid_size
+
+    def positions(array, shape):
+        if array.shape == tuple(shape) or array.ndim != 2 or array.shape[1] != shape[1]:
+            return array
+        return resize_position_grid(np.asarray(array), grid)
+
+    head = vision.head
+    in_proj = [head.attention.query, head.attention.key, head.attention.value]
+    rules = [
+        Rule(f"{prefix}.embeddings.patch_embedding.weight",
+             [(vision.patch_embedding.projection.kernel, _conv)]),
+        Rule(f"{prefix}.embeddings.patch_embedding.bias",
+             [(vision.patch_embedding.projection.bias, _same)]),
+        Rule(f"{prefix}.embeddings.position_embedding.weight",
+             [(vision.position_embedding.embeddings, positions)]),
+    ]
+    rules += _encoder(prefix, vision.encoder_layers)
+    rules += _layer_norm(f"{prefix}.post_layernorm", vision.post_layer_norm)
+    rules += [
+        Rule(f"{prefix}.head.probe", [(head.probe, _same)]),
+        Rule(f"{prefix}.head.attention.in_proj_weight",
+             [(d.kernel, _rows(i, 3, _linear)) for i, d in enumerate(in_proj)]),
+        Rule(f"{prefix}.head.attention.in_proj_bias",
+             [(d.bias, _rows(i, 3)) for i, d in enumerate(in_proj)]),
+    ]
+    rules += _dense(f"{prefix}.head.attention.out_proj", head.attention.output_dense)
+    rules += _layer_norm(f"{prefix}.head.layernorm", head.layer_norm)
+    rules += _mlp(f"{prefix}.head.mlp", head.mlp)
+    return rules
+
+
+def text_key_map(text, prefix: str = "text_model") -> list[Rule]:
+    """Rules for :class:`SigLIPTextEncoder`."""
+    rules = [
+        Rule(f"{prefix}.embeddings.token_embedding.weight",
+             [(text.token_embedding.embeddings, _same)]),
+        Rule(f"{prefix}.embeddings.position_embedding.weight",
+             [(text.position_embedding.embeddings, _same)]),
+    ]
+    rules += _encoder(prefix, text.encoder_layers)
+    rules += _layer_norm(f"{prefix}.final_layer_norm", text.final_layer_norm)
+    rules += _dense(f"{prefix}.head", text.head)
+    return rules
+
+
+def siglip_key_map(model) -> list[Rule]:
+    """Every tensor of a transformers ``SiglipModel`` checkpoint, mapped onto ``model``."""
+    return (
+        vision_key_map(model.vision_model)
+        + text_key_map(model.text_model)
+        + [
+            Rule("logit_scale", [(model.logit_scale, _same)]),
+            Rule("logit_bias", [(model.logit_bias, _same)]),
+        ]
+    )
+
+
+# Defaults of transformers' SiglipVisionConfig / SiglipTextConfig: Google's config.json
+# files leave out values equal to them.
+_VISION_DEFAULTS = dict(
+    hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    num_channels=3, image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6,
+)
+_TEXT_DEFAULTS = dict(
+    vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+    num_attention_heads=12, max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
+    layer_norm_eps=1e-6, projection_size=None,
+)
+
+
+def config_from_checkpoint(config: dict) -> dict:
+    """Model arguments from a transformers ``SiglipModel`` ``config.json``."""
+    model_type = config.get("model_type", "siglip")
+    if model_type != "siglip":
+        raise WeightsError(
+            f"The checkpoint's config.json describes a {model_type!r} model, not SigLIP "
+            f"('siglip')."
+        )
+    vision = {**_VISION_DEFAULTS, **(config.get("vision_config") or {})}
+    text = {**_TEXT_DEFAULTS, **(config.get("text_config") or {})}
+    for part, values in (("vision", vision), ("text", text)):
+        if values["hidden_act"] != "gelu_pytorch_tanh":
+            raise WeightsError(
+                f"The checkpoint's {part} tower uses {values['hidden_act']!r}; SigLIP uses "
+                f"'gelu_pytorch_tanh'."
+            )
+    projection = text["projection_size"] or text["hidden_size"]
+    if projection != vision["hidden_size"]:
+        raise WeightsError(
+            f"The checkpoint's text projection ({projection}) differs from the vision width "
+            f"({vision['hidden_size']}); kvmm's SigLIP needs them equal."
+        )
+    image_size = vision["image_size"]
+    return dict(
+        image_size=image_size if isinstance(image_size, int) else tuple(image_size),
+        patch_size=vision["patch_size"],
+        vision_hidden_dim=vision["hidden_size"],
+        vision_num_layers=vision["num_hidden_layers"],
+        vision_num_heads=vision["num_attention_heads"],
+        vision_intermediate_dim=vision["intermediate_size"],
+        vocabulary_size=text["vocab_size"],
+        max_text_length=text["max_position_embeddings"],
+        text_hidden_dim=text["hidden_size"],
+        text_num_layers=text["num_hidden_layers"],
+        text_num_heads=text["num_attention_heads"],
+        text_intermediate_dim=text["intermediate_size"],
+        layer_norm_epsilon=vision["layer_norm_eps"],
+    )

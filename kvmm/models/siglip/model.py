@@ -1,0 +1,502 @@
+"""SigLIP image and text towers and the dual-encoder model, in Keras 3."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import ops
+
+from kvmm.layers import (
+    AttentionPoolingHead,
+    PatchEmbedding,
+    PositionEmbedding,
+    TransformerEncoderBlock,
+)
+
+
+def _as_hw(image_size) -> tuple[int, int]:
+    if isinstance(image_size, int):
+        return (image_size, image_size)
+    height, width = image_size
+    return (int(height), int(width))
+
+
+def l2_normalize(x):
+    """``x / ||x||`` along the last axis, in float32 (as the reference does)."""
+    x = ops.cast(x, "float32")
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
+
+
+def _numpy_l2_normalize(x) -> np.ndarray:
+    x = np.asarray(x).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+@keras.saving.register_keras_serializable(package="kvmm")
+class SigLIPVisionEncoder(keras.Model):
+    """SigLIP image tower: patches + positions, pre-LN encoder, post-LN, attention-pooling head.
+
+    Calling it on ``(batch, H, W, 3)`` images (values in [-1, 1], see
+    :class:`SigLIPImageProcessor`) returns the pooled ``(batch, hidden_dim)`` embedding,
+    not normalized (transformers' ``pooler_output``). With ``return_hidden_states=True``
+    it returns a dict with ``"pooled_output"``, ``"last_hidden_state"`` (after the post
+    LayerNorm) and ``"hidden_states"``: the embeddings and the output of every encoder
+    layer, ``num_layers + 1`` tensors of ``(batch, tokens, hidden_dim)``, indexed like
+    transformers' ``output_hidden_states`` (``[-2]`` is the second to last layer).
+    """
+
+    def __init__(
+        self,
+        image_size=224,
+        patch_size: int = 16,
+        hidden_dim: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        intermediate_dim: int = 3072,
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.image_size = _as_hw(image_size)
+        self.patch_size = patch_size
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.layer_norm_epsilon = layer_norm_epsilon
+        self.grid_size = (self.image_size[0] // patch_size, self.image_size[1] // patch_size)
+        if min(self.grid_size) < 1:
+            raise ValueError(
+                f"image_size {self.image_size} is smaller than one {patch_size}px patch."
+            )
+        policy = self.dtype_policy
+        self.patch_embedding = PatchEmbedding(
+            hidden_dim, patch_size, dtype=policy, name="patch_embedding"
+        )
+        self.position_embedding = PositionEmbedding(
+            self.grid_size[0] * self.grid_size[1],
+            hidden_dim,
+            initializer=keras.initializers.RandomNormal(stddev=1 / math.sqrt(hidden_dim)),
+            dtype=policy,
+            name="position_embedding",
+        )
+        self.encoder_layers = [
+            TransformerEncoderBlock(
+                hidden_dim,
+                num_heads,
+                intermediate_dim,
+                activation="gelu_tanh",
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=policy,
+                name=f"encoder_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.post_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="post_layer_norm"
+        )
+        self.head = AttentionPoolingHead(
+            hidden_dim,
+            num_heads,
+            intermediate_dim,
+            activation="gelu_tanh",
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=policy,
+            name="head",
+        )
+        self.build((None, *self.image_size, 3))
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        tokens = (None, self.grid_size[0] * self.grid_size[1], self.hidden_dim)
+        self.patch_embedding.build((None, *self.image_size, 3))
+        self.position_embedding.build(tokens)
+        for layer in self.encoder_layers:
+            layer.build(tokens)
+        self.post_layer_norm.build(tokens)
+        self.head.build(tokens)
+        self.built = True
+
+    @property
+    def num_tokens(self) -> int:
+        """Number of patch tokens (no class token in SigLIP)."""
+        return self.grid_size[0] * self.grid_size[1]
+
+    def _check_images(self, images):
+        shape = tuple(images.shape)
+        expected = (*self.image_size, 3)
+        if len(shape) != 4 or (None not in shape[1:] and shape[1:] != expected):
+            hint = ""
+            if len(shape) == 4 and shape[1] == 3 and shape[-1] != 3:
+                hint = " Images must be channels-last (N, H, W, 3)."
+            raise ValueError(
+                f"{self.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3) "
+                f"but got {shape}.{hint} Use the processor of this model "
+                f"(SigLIPProcessor.for_model(model)), or build the model with "
+                f"input_shape=({shape[1] if len(shape) == 4 else '...'}, ...) to change resolution."
+            )
+
+    def call(self, images, return_hidden_states: bool = False):
+        self._check_images(images)
+        x = self.position_embedding(self.patch_embedding(images))
+        hidden_states = [x]
+        for layer in self.encoder_layers:
+            x = layer(x)
+            hidden_states.append(x)
+        last_hidden_state = self.post_layer_norm(x)
+        pooled = self.head(last_hidden_state)
+        if not return_hidden_states:
+            return pooled
+        return {
+            "pooled_output": pooled,
+            "last_hidden_state": last_hidden_state,
+            "hidden_states": hidden_states,
+        }
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.hidden_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            image_size=list(self.image_size),
+            patch_size=self.patch_size,
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kvmm")
+class SigLIPTextEncoder(keras.Model):
+    """SigLIP text tower: token + position embeddings, encoder (no mask), final LN, head.
+
+    Takes ``(batch, length)`` int token ids, ``length <= max_length``, and returns
+    ``head(final_ln(x)[:, -1])``: the last position is pooled (SigLIP pads with
+    ``</s>``, so this is an end-of-text token when the text was padded to full length).
+    With ``return_hidden_states=True`` it returns a dict like :class:`SigLIPVisionEncoder`.
+    """
+
+    def __init__(
+        self,
+        vocabulary_size: int = 32000,
+        max_length: int = 64,
+        hidden_dim: int = 768,
+        num_layers: int = 12,
+        num_heads: int = 12,
+        intermediate_dim: int = 3072,
+        projection_dim: int | None = None,
+        layer_norm_epsilon: float = 1e-6,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.vocabulary_size = vocabulary_size
+        self.max_length = max_length
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.num_heads = num_heads
+        self.intermediate_dim = intermediate_dim
+        self.projection_dim = projection_dim or hidden_dim
+        self.layer_norm_epsilon = layer_norm_epsilon
+        policy = self.dtype_policy
+        self.token_embedding = keras.layers.Embedding(
+            vocabulary_size,
+            hidden_dim,
+            embeddings_initializer=keras.initializers.RandomNormal(
+                stddev=1 / math.sqrt(hidden_dim)
+            ),
+            dtype=policy,
+            name="token_embedding",
+        )
+        self.position_embedding = PositionEmbedding(
+            max_length,
+            hidden_dim,
+            initializer=keras.initializers.RandomNormal(stddev=1 / math.sqrt(hidden_dim)),
+            dtype=policy,
+            name="position_embedding",
+        )
+        self.encoder_layers = [
+            TransformerEncoderBlock(
+                hidden_dim,
+                num_heads,
+                intermediate_dim,
+                activation="gelu_tanh",
+                layer_norm_epsilon=layer_norm_epsilon,
+                dtype=policy,
+                name=f"encoder_layer_{i}",
+            )
+            for i in range(num_layers)
+        ]
+        self.final_layer_norm = keras.layers.LayerNormalization(
+            epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
+        )
+        self.head = keras.layers.Dense(self.projection_dim, dtype=policy, name="head")
+        self.build((None, max_length))
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        tokens = (None, self.max_length, self.hidden_dim)
+        self.token_embedding.build((None, self.max_length))
+        self.position_embedding.build(tokens)
+        for layer in self.encoder_layers:
+            layer.build(tokens)
+        self.final_layer_norm.build(tokens)
+        self.head.build((None, self.hidden_dim))
+        self.built = True
+
+    def call(self, token_ids, return_hidden_states: bool = False):
+        shape = tuple(token_ids.shape)
+        if len(shape) != 2:
+            raise ValueError(
+                f"{self.name} expects token ids of shape (batch, length), got {shape}."
+            )
+        if shape[1] is not None and shape[1] > self.max_length:
+            raise ValueError(
+                f"Text is {shape[1]} tokens long but {self.name} has {self.max_length} "
+                f"positions. Tokenize with sequence_length={self.max_length} "
+                f"(SigLIPProcessor.for_model(model) does this)."
+            )
+        x = self.position_embedding(self.token_embedding(ops.cast(token_ids, "int32")))
+        hidden_states = [x]
+        for layer in self.encoder_layers:
+            x = layer(x)
+            hidden_states.append(x)
+        last_hidden_state = self.final_layer_norm(x)
+        pooled = self.head(last_hidden_state[:, -1, :])
+        if not return_hidden_states:
+            return pooled
+        return {
+            "pooled_output": pooled,
+            "last_hidden_state": last_hidden_state,
+            "hidden_states": hidden_states,
+        }
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.projection_dim)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            vocabulary_size=self.vocabulary_size,
+            max_length=self.max_length,
+            hidden_dim=self.hidden_dim,
+            num_layers=self.num_layers,
+            num_heads=self.num_heads,
+            intermediate_dim=self.intermediate_dim,
+            projection_dim=self.projection_dim,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="kvmm")
+class SigLIPModel(keras.Model):
+    """SigLIP dual encoder.
+
+    Build it through a variant (:func:`SigLIPBaseP16`, :func:`SigLIPLargeP16`,
+    :func:`SigLIPSo400mP14`), which also loads pretrained weights.
+
+    Call on ``{"images": (N, H, W, 3) float, "token_ids": (M, L) int}`` (the processor's
+    output, which also carries ``"input_ids"``, can be passed as it is). Returns
+    ``{"image_logits": (N, M), "text_logits": (M, N)}`` where
+    ``text_logits = normalize(text) @ normalize(image).T * exp(logit_scale) + logit_bias``.
+    Probabilities are ``keras.ops.sigmoid(logits)``: every image-text pair is an
+    independent yes/no, so do not use softmax.
+
+    Attributes:
+        vision_model: the image tower (:class:`SigLIPVisionEncoder`).
+        text_model: the text tower (:class:`SigLIPTextEncoder`).
+        logit_scale, logit_bias: the learned temperature (log scale) and bias, shape (1,).
+    """
+
+    def __init__(
+        self,
+        image_size=224,
+        patch_size: int = 16,
+        vision_hidden_dim: int = 768,
+        vision_num_layers: int = 12,
+        vision_num_heads: int = 12,
+        vision_intermediate_dim: int = 3072,
+        vocabulary_size: int = 32000,
+        max_text_length: int = 64,
+        text_hidden_dim: int = 768,
+        text_num_layers: int = 12,
+        text_num_heads: int = 12,
+        text_intermediate_dim: int = 3072,
+        layer_norm_epsilon: float = 1e-6,
+        variant: str | None = None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        self.variant = variant
+        # Set by the weight loader: where the weights came from and the checkpoint's own
+        # vocabulary file (used by SigLIPProcessor.for_model).
+        self.weights_source = None
+        self.vocabulary_path = None
+        self.layer_norm_epsilon = layer_norm_epsilon
+        policy = self.dtype_policy
+        self.vision_model = SigLIPVisionEncoder(
+            image_size=image_size,
+            patch_size=patch_size,
+            hidden_dim=vision_hidden_dim,
+            num_layers=vision_num_layers,
+            num_heads=vision_num_heads,
+            intermediate_dim=vision_intermediate_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=policy,
+            name="vision_model",
+        )
+        self.text_model = SigLIPTextEncoder(
+            vocabulary_size=vocabulary_size,
+            max_length=max_text_length,
+            hidden_dim=text_hidden_dim,
+            num_layers=text_num_layers,
+            num_heads=text_num_heads,
+            intermediate_dim=text_intermediate_dim,
+            projection_dim=vision_hidden_dim,
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=policy,
+            name="text_model",
+        )
+        self.build()
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        # Initialised as in the SigLIP paper for training from scratch: t' = log 10, b = -10.
+        self.logit_scale = self.add_weight(
+            shape=(1,),
+            initializer=keras.initializers.Constant(math.log(10.0)),
+            name="logit_scale",
+        )
+        self.logit_bias = self.add_weight(
+            shape=(1,), initializer=keras.initializers.Constant(-10.0), name="logit_bias"
+        )
+        self.built = True
+
+    # -- properties used by processors and loaders -------------------------------------
+    @property
+    def image_size(self) -> int | tuple[int, int]:
+        """Input resolution: an int for square inputs, else ``(height, width)``."""
+        height, width = self.vision_model.image_size
+        return height if height == width else (height, width)
+
+    @property
+    def max_text_length(self) -> int:
+        """Number of text positions (64; 16 for so400m-patch14-224)."""
+        return self.text_model.max_length
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.text_model.vocabulary_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.vision_model.hidden_dim
+
+    # -- forward ----------------------------------------------------------------------
+    @staticmethod
+    def _unpack(inputs):
+        if not isinstance(inputs, dict):
+            raise TypeError(
+                'SigLIPModel expects a dict {"images": ..., "token_ids": ...}, '
+                f"got {type(inputs).__name__}."
+            )
+        images = inputs.get("images")
+        token_ids = inputs.get("token_ids", inputs.get("input_ids"))
+        missing = [k for k, v in (("images", images), ("token_ids", token_ids)) if v is None]
+        if missing:
+            raise KeyError(
+                f"SigLIPModel inputs lack {missing}; got keys {sorted(inputs)}. Use "
+                f"encode_images / encode_texts to embed only one modality."
+            )
+        return images, token_ids
+
+    def logits(self, image_embeddings, text_embeddings):
+        """``(image_logits, text_logits)`` from L2-normalized embeddings, in float32."""
+        scale = ops.exp(ops.cast(self.logit_scale, "float32"))
+        bias = ops.cast(self.logit_bias, "float32")
+        text_logits = ops.matmul(
+            ops.cast(text_embeddings, "float32"), ops.transpose(ops.cast(image_embeddings, "float32"))
+        )
+        text_logits = text_logits * scale + bias
+        return ops.transpose(text_logits), text_logits
+
+    def call(self, inputs):
+        images, token_ids = self._unpack(inputs)
+        image_embeddings = l2_normalize(self.vision_model(images))
+        text_embeddings = l2_normalize(self.text_model(token_ids))
+        image_logits, text_logits = self.logits(image_embeddings, text_embeddings)
+        return {"image_logits": image_logits, "text_logits": text_logits}
+
+    def compute_output_spec(self, inputs):
+        images, token_ids = self._unpack(inputs)
+        n, m = images.shape[0], token_ids.shape[0]
+        return {
+            "image_logits": keras.KerasTensor((n, m), dtype="float32"),
+            "text_logits": keras.KerasTensor((m, n), dtype="float32"),
+        }
+
+    # -- inference helpers --------------------------------------------------------------
+    def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
+        """L2-normalized image embeddings ``(N, embedding_dim)`` as a float32 NumPy array.
+
+        ``images`` is a preprocessed ``(N, H, W, 3)`` batch (the processor's ``"images"``).
+        Runs the compiled inference path of the backend (XLA on JAX/TensorFlow) in
+        batches of ``batch_size``. For differentiable embeddings, call
+        ``l2_normalize(model.vision_model(images))`` instead.
+        """
+        self.vision_model._check_images(images)
+        pooled = self.vision_model.predict(images, batch_size=batch_size, verbose=0)
+        return _numpy_l2_normalize(pooled)
+
+    def encode_texts(self, token_ids, batch_size: int = 256) -> np.ndarray:
+        """L2-normalized text embeddings ``(M, embedding_dim)`` as a float32 NumPy array.
+
+        ``token_ids`` is the processor's ``"token_ids"`` (``(M, L)``, ``L <= max_text_length``).
+        """
+        token_ids = np.asarray(token_ids)
+        if token_ids.ndim != 2 or token_ids.shape[1] > self.max_text_length:
+            raise ValueError(
+                f"token_ids must be (batch, length <= {self.max_text_length}), "
+                f"got shape {token_ids.shape}."
+            )
+        pooled = self.text_model.predict(
+            token_ids.astype("int32"), batch_size=batch_size, verbose=0
+        )
+        return _numpy_l2_normalize(pooled)
+
+    def get_config(self):
+        config = super().get_config()
+        vision, text = self.vision_model, self.text_model
+        config.update(
+            image_size=list(vision.image_size),
+            patch_size=vision.patch_size,
+            vision_hidden_dim=vision.hidden_dim,
+            vision_num_layers=vision.num_layers,
+            vision_num_heads=vision.num_heads,
+            vision_intermediate_dim=vision.intermediate_dim,
+            vocabulary_size=text.vocabulary_size,
+            max_text_length=text.max_length,
+            text_hidden_dim=text.hidden_dim,
+            text_num_layers=text.num_layers,
+            text_num_heads=text.num_heads,
+            text_intermediate_dim=text.intermediate_dim,
+            layer_norm_epsilon=self.layer_norm_epsilon,
+            variant=self.variant,
+        )
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("image_size"), list):
+            config["image_size"] = tuple(config["image_size"])
+        return cls(**config)

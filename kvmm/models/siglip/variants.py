@@ -1,0 +1,87 @@
+"""The SigLIP variants users build: ``SigLIPBaseP16``, ``SigLIPLargeP16``, ``SigLIPSo400mP14``."""
+
+from __future__ import annotations
+
+from kvmm.loading import ModelFamily, create_model
+from kvmm.models.siglip.convert import config_from_checkpoint, siglip_key_map
+from kvmm.models.siglip.model import SigLIPModel
+from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
+
+SIGLIP = ModelFamily(
+    name="SigLIP",
+    model_class=SigLIPModel,
+    variants=SIGLIP_VARIANTS,
+    weights=SIGLIP_WEIGHTS,
+    key_map=siglip_key_map,
+    config_from_checkpoint=config_from_checkpoint,
+    architecture_keys=(
+        "patch_size",
+        "vision_hidden_dim",
+        "vision_num_layers",
+        "vision_num_heads",
+        "vision_intermediate_dim",
+        "text_hidden_dim",
+        "text_num_layers",
+        "text_num_heads",
+        "text_intermediate_dim",
+    ),
+    ignored_keys=(r"\.position_ids$",),
+    vocabulary_files=("spiece.model",),
+)
+
+_DOC = """{title}
+
+    Args:
+        weights: ``None`` (random initialisation), a named weight ({names}), a local
+            Hugging Face checkpoint folder, ``"hf:<repo_id>"`` for any compatible SigLIP
+            checkpoint on the Hub, or a ``.weights.h5`` file from ``model.save_weights``.
+            Named and ``hf:`` weights are downloaded with ``huggingface_hub`` and converted
+            on first use; the converted weights are cached (``$KVMM_CACHE``, default
+            ``~/.cache/kvmm``) so later loads skip the conversion.
+        input_shape: ``(height, width, 3)``. Defaults to the checkpoint's resolution
+            ({default} px without weights). Another resolution interpolates the position
+            embeddings (bicubic, as transformers' ``interpolate_pos_encoding``).
+        name: model name (default ``{lower}``).
+        dtype: dtype policy, e.g. ``"float32"``, ``"bfloat16"``, ``"mixed_bfloat16"``.
+        progress: show conversion progress (default: when attached to a terminal).
+
+    Returns:
+        A :class:`SigLIPModel`. Use ``SigLIPProcessor.for_model(model)`` for matching
+        preprocessing (image size, text length, vocabulary).
+
+    Example:
+        >>> model = kvmm.models.siglip.{variant}(weights="{example}")
+        >>> processor = kvmm.models.siglip.SigLIPProcessor.for_model(model)
+        >>> inputs = processor(text=["a photo of a cat"], image_paths=["cat.jpg"])
+        >>> probs = keras.ops.sigmoid(model(inputs)["image_logits"])
+    """
+
+
+def _variant(variant: str, title: str):
+    def build(weights=None, input_shape=None, name=None, dtype=None, progress=None, **kwargs):
+        return create_model(
+            SIGLIP, variant, weights=weights, input_shape=input_shape, name=name, dtype=dtype,
+            progress=progress, **kwargs,
+        )
+
+    names = list(SIGLIP_WEIGHTS[variant])
+    build.__name__ = build.__qualname__ = variant
+    build.__doc__ = _DOC.format(
+        title=title,
+        names=", ".join(f'``"{n}"``' for n in names),
+        default=SIGLIP_VARIANTS[variant]["image_size"],
+        lower=variant.lower(),
+        variant=variant,
+        example=names[0],
+    )
+    return build
+
+
+SigLIPBaseP16 = _variant("SigLIPBaseP16", "SigLIP Base, 16px patches (ViT-B/16 image tower, 768 wide, 12 layers).")
+SigLIPLargeP16 = _variant("SigLIPLargeP16", "SigLIP Large, 16px patches (ViT-L/16 image tower, 1024 wide, 24 layers).")
+SigLIPSo400mP14 = _variant(
+    "SigLIPSo400mP14",
+    "SigLIP So400m, 14px patches (shape-optimised 400M image tower, 1152 wide, 27 layers).\n\n"
+    "    ``google_224`` uses 16 text positions, ``google_384`` 64: build the processor with\n"
+    "    ``SigLIPProcessor.for_model(model)`` to get the right text length.",
+)
