@@ -23,8 +23,10 @@ class MissingHubFileError(WeightsError):
 
 
 def _offline() -> bool:
+    from huggingface_hub import constants
+
     value = os.environ.get("HF_HUB_OFFLINE", "")
-    return value.strip().lower() in {"1", "true", "yes", "on"}
+    return constants.HF_HUB_OFFLINE or value.strip().lower() in {"1", "true", "yes", "on"}
 
 
 def hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
@@ -40,6 +42,9 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
 
     try:
         return huggingface_hub.hf_hub_download(repo_id, filename, revision=revision)
+    # LocalEntryNotFoundError subclasses EntryNotFoundError: test it first.
+    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled) as exc:
+        raise _unavailable(repo_id, filename) from exc
     except errors.GatedRepoError as exc:
         raise WeightsError(
             f"{repo_id} is gated on the Hugging Face Hub: accept its terms on the Hub and "
@@ -52,18 +57,18 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
         ) from exc
     except errors.RevisionNotFoundError as exc:
         raise WeightsError(f"Revision {revision!r} of {repo_id} does not exist.") from exc
-    except (errors.RemoteEntryNotFoundError, errors.EntryNotFoundError) as exc:
+    except errors.EntryNotFoundError as exc:
         raise MissingHubFileError(f"{repo_id} has no file named {filename!r}.") from exc
-    except (errors.LocalEntryNotFoundError, errors.OfflineModeIsEnabled, OSError) as exc:
-        why = (
-            "HF_HUB_OFFLINE is set"
-            if _offline()
-            else "the Hugging Face Hub could not be reached"
-        )
-        raise HubUnavailableError(
-            f"Cannot get {filename!r} of {repo_id}: it is not in the local Hugging Face cache "
-            f"and {why}. " + OFFLINE_HINT.format(repo_id=repo_id)
-        ) from exc
+    except OSError as exc:  # connection errors, timeouts
+        raise _unavailable(repo_id, filename) from exc
+
+
+def _unavailable(repo_id: str, filename: str) -> HubUnavailableError:
+    why = "HF_HUB_OFFLINE is set" if _offline() else "the Hugging Face Hub could not be reached"
+    return HubUnavailableError(
+        f"Cannot get {filename!r} of {repo_id}: it is not in the local Hugging Face cache "
+        f"and {why}. " + OFFLINE_HINT.format(repo_id=repo_id)
+    )
 
 
 def hub_file_if_exists(repo_id: str, filename: str, revision: str | None = None) -> str | None:

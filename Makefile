@@ -1,0 +1,33 @@
+# kvmm developer commands. Everything installs into $(VENV) on first use.
+#   make test     the whole suite once per Keras backend (jax, tensorflow, torch)
+#   make bench    throughput / load-time benchmarks against transformers
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BACKENDS ?= jax tensorflow torch
+PYTEST_ARGS ?=
+
+.PHONY: install test bench clean
+
+# torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[jax,tensorflow,test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Tests never reach the network (HF_HUB_OFFLINE=1). pytest exits 5 when it collects
+# nothing, which fails this target like any other error.
+test: install
+	@set -e; for backend in $(BACKENDS); do \
+		echo "=== KERAS_BACKEND=$$backend"; \
+		KERAS_BACKEND=$$backend HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
+	done
+
+bench: install
+	$(BIN)/python benchmarks/siglip_speed.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info

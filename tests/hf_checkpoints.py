@@ -1,0 +1,114 @@
+"""Build reference checkpoints with transformers (random weights, real architecture) and
+place them where kvmm's loader looks: a plain folder or a Hugging Face cache layout.
+
+Nothing here reaches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+# Real configurations of the Google checkpoints (transformers defaults fill the rest).
+BASE_224 = dict(vision_config=dict(image_size=224, patch_size=16), text_config=dict())
+LARGE_256 = dict(
+    vision_config=dict(
+        image_size=256, patch_size=16, hidden_size=1024, intermediate_size=4096,
+        num_hidden_layers=24, num_attention_heads=16,
+    ),
+    text_config=dict(
+        hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+    ),
+)
+SO400M_224 = dict(
+    vision_config=dict(
+        image_size=224, patch_size=14, hidden_size=1152, intermediate_size=4304,
+        num_hidden_layers=27, num_attention_heads=16,
+    ),
+    text_config=dict(
+        hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+        max_position_embeddings=16,
+    ),
+)
+MULTILINGUAL_256 = dict(
+    vision_config=dict(image_size=256, patch_size=16), text_config=dict(vocab_size=250000)
+)
+# A tiny SigLIP for fast tests (3 heads, odd sizes, 4x4 patch grid).
+TINY = dict(
+    vision_config=dict(
+        image_size=32, patch_size=8, hidden_size=48, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=3,
+    ),
+    text_config=dict(
+        vocab_size=120, hidden_size=48, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=3, max_position_embeddings=12,
+    ),
+)
+TINY_VARIANT = dict(
+    patch_size=8, vision_hidden_dim=48, vision_num_layers=2, vision_num_heads=3,
+    vision_intermediate_dim=64, text_hidden_dim=48, text_num_layers=2, text_num_heads=3,
+    text_intermediate_dim=64, image_size=32, vocabulary_size=120, max_text_length=12,
+)
+
+
+def build_siglip(config: dict, seed: int = 0, scale: float = 0.02):
+    """A transformers ``SiglipModel`` with every tensor perturbed (so LayerNorm scales,
+    biases and the logit scale/bias all differ from their initial values)."""
+    import torch
+    from transformers import SiglipConfig, SiglipModel
+
+    torch.manual_seed(seed)
+    model = SiglipModel(SiglipConfig(**config)).eval()
+    with torch.no_grad():
+        for _, param in model.named_parameters():
+            param.add_(torch.randn_like(param) * scale)
+        model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
+        model.logit_bias.fill_(-2.5)
+    return model
+
+
+def save_checkpoint(model, folder: Path, vocabulary: str | None = None) -> Path:
+    """``save_pretrained`` into ``folder`` (config.json + model.safetensors)."""
+    folder = Path(folder)
+    model.save_pretrained(folder)
+    if vocabulary is not None:
+        (folder / "spiece.model").write_bytes(Path(vocabulary).read_bytes())
+    return folder
+
+
+def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path) -> str:
+    """Expose ``folder``'s files as ``repo_id`` in a Hugging Face cache rooted at
+    ``hub_cache`` (``$HF_HOME/hub``), the layout ``huggingface_hub`` reads offline.
+    Returns the fake commit hash."""
+    revision = hashlib.sha1(f"{repo_id}:{folder}".encode()).hexdigest()
+    repo_dir = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo_dir / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in Path(folder).iterdir():
+        target = snapshot / file.name
+        if not target.exists():
+            os.symlink(file.resolve(), target)
+    (repo_dir / "refs").mkdir(exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return revision
+
+
+def reference_outputs(model, images: np.ndarray, token_ids: np.ndarray, **kwargs) -> dict:
+    """transformers outputs for channels-last ``images`` as NumPy arrays."""
+    import torch
+
+    with torch.no_grad():
+        out = model(
+            input_ids=torch.tensor(token_ids, dtype=torch.long),
+            pixel_values=torch.tensor(images).permute(0, 3, 1, 2),
+            **kwargs,
+        )
+    return {
+        "image_logits": out.logits_per_image.numpy(),
+        "text_logits": out.logits_per_text.numpy(),
+        "image_embeds": out.image_embeds.numpy(),
+        "text_embeds": out.text_embeds.numpy(),
+    }

@@ -1,0 +1,219 @@
+"""Weight loading: every `weights=` form, the converted cache, and clear errors."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import keras
+import numpy as np
+import pytest
+
+import hf_checkpoints as hfc
+import tiny_family
+from kvmm.errors import HubUnavailableError, WeightsError
+from kvmm.loading import save_weights_atomic
+from kvmm.models.siglip import SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
+from tiny_family import TINY_REPO, build_tiny
+
+
+@pytest.fixture(scope="module")
+def tiny_reference():
+    return hfc.build_siglip(hfc.TINY, seed=11)
+
+
+@pytest.fixture
+def tiny_folder(tiny_reference, tmp_path):
+    return hfc.save_checkpoint(tiny_reference, tmp_path / "tiny")
+
+
+@pytest.fixture
+def tiny_inputs():
+    rng = np.random.default_rng(5)
+    images = rng.uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    token_ids = rng.integers(2, 120, (3, 12)).astype("int32")
+    return images, token_ids
+
+
+def _logits(model, images, token_ids):
+    return keras.ops.convert_to_numpy(model({"images": images, "token_ids": token_ids})["image_logits"])
+
+
+def test_named_weight_converts_once_then_loads_from_cache(
+    tiny_reference, tiny_folder, tiny_inputs, hf_cache, kvmm_cache
+):
+    revision = hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    ref = hfc.reference_outputs(tiny_reference, *tiny_inputs)["image_logits"]
+    first = build_tiny(weights="test_32")
+    np.testing.assert_allclose(_logits(first, *tiny_inputs), ref, atol=1e-4)
+    cached = list((kvmm_cache / "converted").glob("*.weights.h5"))
+    assert len(cached) == 1 and revision[:10] in cached[0].name
+    # The second load must not need (nor read) the original checkpoint.
+    (tiny_folder / "model.safetensors").unlink()
+    second = build_tiny(weights="test_32")
+    np.testing.assert_allclose(_logits(second, *tiny_inputs), ref, atol=1e-4)
+
+
+def test_hf_prefix_loads_any_repo(tiny_reference, tiny_folder, tiny_inputs, hf_cache):
+    hfc.install_in_hf_cache(tiny_folder, "someone/my-siglip", hf_cache)
+    model = build_tiny(weights="hf:someone/my-siglip")
+    ref = hfc.reference_outputs(tiny_reference, *tiny_inputs)["image_logits"]
+    np.testing.assert_allclose(_logits(model, *tiny_inputs), ref, atol=1e-4)
+
+
+def test_cache_is_keyed_by_resolution(tiny_folder, hf_cache, kvmm_cache):
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    build_tiny(weights="test_32")
+    build_tiny(weights="test_32", input_shape=(48, 48, 3))
+    assert len(list((kvmm_cache / "converted").glob("*.weights.h5"))) == 2
+
+
+def test_damaged_cache_entry_is_reconverted(tiny_folder, tiny_inputs, hf_cache, kvmm_cache):
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)
+    (entry,) = (kvmm_cache / "converted").glob("*.weights.h5")
+    entry.write_bytes(b"not an h5 file")
+    with pytest.warns(UserWarning, match="converting again"):
+        model = build_tiny(weights="test_32")
+    np.testing.assert_allclose(_logits(model, *tiny_inputs), reference, atol=1e-6)
+
+
+def test_interrupted_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    model = build_tiny()
+    target = tmp_path / "cache" / "model.weights.h5"
+
+    def crash(path, *args, **kwargs):
+        with open(path, "wb") as f:
+            f.write(b"half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model, "save_weights", crash)
+    with pytest.raises(KeyboardInterrupt):
+        save_weights_atomic(model, target)
+    assert list(target.parent.iterdir()) == []
+
+
+def test_cache_can_be_disabled(tiny_folder, hf_cache, kvmm_cache, monkeypatch):
+    monkeypatch.setenv("KVMM_CACHE", "off")
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    build_tiny(weights="test_32")
+    assert not kvmm_cache.exists()
+
+
+def test_weights_h5_round_trip(tiny_folder, tiny_inputs, tmp_path):
+    model = build_tiny(weights=str(tiny_folder))
+    path = tmp_path / "tiny.weights.h5"
+    model.save_weights(str(path))
+    again = build_tiny(weights=str(path))
+    np.testing.assert_array_equal(_logits(again, *tiny_inputs), _logits(model, *tiny_inputs))
+
+
+def test_folder_records_its_vocabulary(tiny_reference, tmp_path, spm_vocab):
+    folder = hfc.save_checkpoint(tiny_reference, tmp_path / "with-vocab", vocabulary=spm_vocab)
+    model = build_tiny(weights=str(folder))
+    assert model.vocabulary_path == str(folder / "spiece.model")
+    assert model.weights_source == str(folder)
+
+
+# ---- errors ------------------------------------------------------------------------------
+def test_unknown_weight_name_lists_valid_ones():
+    with pytest.raises(WeightsError) as err:
+        SigLIPBaseP16(weights="google_999")
+    message = str(err.value)
+    assert "google_999" in message and "google_224" in message and "google_multilingual_256" in message
+
+
+def test_weight_name_of_another_variant_is_pointed_out():
+    with pytest.raises(WeightsError, match="SigLIPBaseP16"):
+        SigLIPLargeP16(weights="google_224")
+
+
+def test_missing_path_is_reported():
+    with pytest.raises(WeightsError, match="No such file or folder"):
+        SigLIPBaseP16(weights="/nonexistent/dir/model.weights.h5")
+
+
+def test_unknown_variant_lists_valid_ones():
+    with pytest.raises(WeightsError, match="SigLIPBaseP16"):
+        tiny_family.create_model(tiny_family.TINY_FAMILY, "SigLIPHuge")
+
+
+def test_checkpoint_of_another_variant_is_refused_naming_it(tmp_path):
+    """A Large config.json given to Base fails before any tensor is read."""
+    folder = tmp_path / "large"
+    folder.mkdir()
+    from transformers import SiglipConfig
+
+    SiglipConfig(**hfc.LARGE_256).to_json_file(folder / "config.json")
+    (folder / "model.safetensors").write_bytes(b"")
+    with pytest.raises(WeightsError, match="SigLIPLargeP16") as err:
+        SigLIPBaseP16(weights=str(folder))
+    assert "vision_hidden_dim=1024 (expected 768)" in str(err.value)
+
+
+def test_mis_shaped_tensor_is_reported(tiny_reference, tiny_folder):
+    """Without a config.json the tensor shapes themselves are checked."""
+    (tiny_folder / "config.json").unlink()
+    config = dict(hfc.TINY_VARIANT, vision_intermediate_dim=80)
+    family = dataclasses.replace(tiny_family.TINY_FAMILY, variants={"Odd": config})
+    with pytest.raises(WeightsError, match=r"fc1\.weight.*\(64, 48\).*\(48, 80\)"):
+        tiny_family.create_model(family, "Odd", weights=str(tiny_folder))
+
+
+def _rewrite_checkpoint(folder, edit):
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(folder / "model.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"))
+
+
+def test_missing_tensor_is_reported(tiny_folder):
+    _rewrite_checkpoint(tiny_folder, lambda t: t.pop("vision_model.head.probe"))
+    with pytest.raises(WeightsError, match=r"missing tensors: vision_model\.head\.probe"):
+        build_tiny(weights=str(tiny_folder))
+
+
+def test_leftover_tensor_is_reported(tiny_folder):
+    _rewrite_checkpoint(tiny_folder, lambda t: t.update(extra_head=np.zeros(3, "float32")))
+    with pytest.raises(WeightsError, match="unexpected tensors: extra_head"):
+        build_tiny(weights=str(tiny_folder))
+
+
+def test_truncated_safetensors_is_reported(tiny_folder):
+    path = tiny_folder / "model.safetensors"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated"):
+        build_tiny(weights=str(tiny_folder))
+
+
+def test_wrong_model_type_is_reported(tiny_folder):
+    config = json.loads((tiny_folder / "config.json").read_text())
+    config["model_type"] = "clip"
+    (tiny_folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(WeightsError, match="'clip' model, not SigLIP"):
+        build_tiny(weights=str(tiny_folder))
+
+
+def test_offline_with_nothing_cached_says_how_to_work_offline(hf_cache):
+    with pytest.raises(HubUnavailableError) as err:
+        SigLIPSo400mP14(weights="google_384")
+    message = str(err.value)
+    assert "google/siglip-so400m-patch14-384" in message
+    assert "HF_HUB_OFFLINE" in message and "offline" in message.lower()
+
+
+def test_failed_load_leaves_no_cache_file(tiny_folder, hf_cache, kvmm_cache):
+    _rewrite_checkpoint(tiny_folder, lambda t: t.pop("logit_bias"))
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    with pytest.raises(WeightsError):
+        build_tiny(weights="test_32")
+    assert not list(kvmm_cache.rglob("*.h5"))
+
+
+def test_h5_of_another_variant_is_refused(tmp_path):
+    path = tmp_path / "tiny.weights.h5"
+    build_tiny().save_weights(str(path))
+    with pytest.raises(WeightsError, match="tiny.weights.h5"):
+        build_tiny(weights=str(path), input_shape=(48, 48, 3))
