@@ -15,6 +15,7 @@ def _gelu_exact(x):
 
 
 def _quick_gelu(x):
+    x = ops.convert_to_tensor(x)
     return x * ops.sigmoid(1.702 * x)
 
 
