@@ -55,16 +55,31 @@ TINY_VARIANT = dict(
 
 
 def build_siglip(config: dict, seed: int = 0, scale: float = 0.02):
-    """A transformers ``SiglipModel`` with every tensor perturbed (so LayerNorm scales,
-    biases and the logit scale/bias all differ from their initial values)."""
+    """A transformers ``SiglipModel`` whose every tensor is drawn at random: weights and
+    biases ~ N(0, scale), LayerNorm scales ~ 1 + N(0, scale), so a mix-up of any two
+    tensors (or of LayerNorm scale and bias) shows in the outputs.
+
+    transformers' own initialisation is skipped: it takes half a minute for Large/So400m
+    and every value is overwritten anyway.
+    """
     import torch
     from transformers import SiglipConfig, SiglipModel
+    from transformers.initialization import no_init_weights
 
     torch.manual_seed(seed)
-    model = SiglipModel(SiglipConfig(**config)).eval()
+    with no_init_weights():
+        model = SiglipModel(SiglipConfig(**config)).eval()
     with torch.no_grad():
-        for _, param in model.named_parameters():
-            param.add_(torch.randn_like(param) * scale)
+        norms = {
+            name
+            for name, module in model.named_modules()
+            if isinstance(module, torch.nn.LayerNorm)
+        }
+        for name, param in model.named_parameters():
+            module, _, kind = name.rpartition(".")
+            param.normal_(0.0, scale)
+            if module in norms and kind == "weight":
+                param.add_(1.0)
         model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
         model.logit_bias.fill_(-2.5)
     return model

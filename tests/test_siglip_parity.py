@@ -134,9 +134,13 @@ def _tiny_model(folder, **kwargs):
 
 
 # ---- full-size Large/16 and So400m/14: once, on one backend (they take minutes) --------
-large = pytest.mark.skipif(
-    keras.backend.backend() != "jax", reason="full-size Large/So400m parity runs on the JAX backend only"
-)
+def large(test):
+    """Full-size checkpoint: marked ``large`` (deselect with ``-m "not large"``), JAX only."""
+    only_jax = pytest.mark.skipif(
+        keras.backend.backend() != "jax",
+        reason="full-size Large/So400m parity runs on the JAX backend only",
+    )
+    return pytest.mark.large(only_jax(test))
 
 
 def _full_size_parity(builder, config, image_size, length, vocab, tmp_path, weights_name=None,

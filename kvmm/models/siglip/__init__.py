@@ -7,14 +7,20 @@
 >>> probs = keras.ops.sigmoid(out["image_logits"])   # sigmoid, never softmax
 """
 
+from kvmm.models.siglip.image_processor import SigLIPImageProcessor
 from kvmm.models.siglip.model import SigLIPModel, SigLIPTextEncoder, SigLIPVisionEncoder, l2_normalize
 from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
+from kvmm.models.siglip.processor import SigLIPProcessor
+from kvmm.models.siglip.tokenizer import SigLIPTokenizer
 from kvmm.models.siglip.variants import SIGLIP, SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
 
 __all__ = [
     "SIGLIP",
     "SIGLIP_VARIANTS",
     "SIGLIP_WEIGHTS",
+    "SigLIPImageProcessor",
+    "SigLIPProcessor",
+    "SigLIPTokenizer",
     "SigLIPBaseP16",
     "SigLIPLargeP16",
     "SigLIPModel",
@@ -24,11 +30,3 @@ __all__ = [
     "l2_normalize",
 ]
 
-try:  # the processor modules are written alongside; export them when present
-    from kvmm.models.siglip.image_processor import SigLIPImageProcessor  # noqa: F401
-    from kvmm.models.siglip.processor import SigLIPProcessor  # noqa: F401
-    from kvmm.models.siglip.tokenizer import SigLIPTokenizer  # noqa: F401
-
-    __all__ += ["SigLIPImageProcessor", "SigLIPProcessor", "SigLIPTokenizer"]
-except ImportError:  # pragma: no cover - removed once the processor lands
-    pass

@@ -1,0 +1,132 @@
+"""Shared pytest fixtures. Nothing here reaches the network.
+
+* ``spm_vocab``: a small SentencePiece model laid out like Google's SigLIP ``spiece.model``
+  (``spm_vocab_raw_whitespace``: the same with the whitespace handling switched off).
+* ``sample_images``: real photos from ``skimage.data`` in several sizes and PIL modes.
+* ``hf_cache`` / ``kvmm_cache`` (from ``hub_fixtures``): an empty, offline Hugging Face
+  cache and an isolated converted-weights cache.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["hub_fixtures"]
+
+
+def pytest_report_header(config):
+    import keras
+
+    return f"keras {keras.__version__}, backend: {keras.backend.backend()}"
+
+
+# --- SentencePiece vocabulary -------------------------------------------------------------
+
+_WORDS = (
+    "a an the of photo picture image drawing painting sketch close up blurry bright dark "
+    "cat cats dog dogs bird fish horse cow car truck bus plane boat train bicycle house tree "
+    "flower mountain mountains river lake sea beach city street road sky cloud snow rain sun "
+    "tortoise turtle coffee cup astronaut space rocket camera man woman child people group "
+    "red green blue yellow black white small large old new two three four many on in at with "
+    "and near under over next to sitting standing running flying eating sleeping playing "
+    "retina eye medical scan x ray cell microscope cute funny beautiful famous "
+    "2024 1 10 100"
+).split()
+_MULTILINGUAL = [
+    "un gato sobre la mesa", "una foto de un perro", "un chien dans le café",
+    "une crème brûlée", "ein Vogel im Baum", "eine Katze schläft", "naïve façade résumé",
+    "猫が寝ている", "犬の写真", "日本語のテキスト", "一只猫", "привет мир", "кошка и собака",
+    "Ελληνικά γράμματα", "o gato está dormindo", "ü ö ä ß é è ê à ç ñ",
+]
+
+
+def _training_sentences(count: int = 4000) -> list[str]:
+    rng = random.Random(0)
+    sentences = []
+    for _ in range(count):
+        words = rng.choices(_WORDS, k=rng.randint(2, 9))
+        if rng.random() < 0.2:
+            words[0] = words[0].capitalize()
+        sentences.append(" ".join(words))
+    return sentences + _MULTILINGUAL * 20
+
+
+def _train_spm(folder: Path, **options) -> str:
+    import sentencepiece
+
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(_training_sentences()),
+        model_prefix=str(folder / "spiece"),
+        model_type="unigram",
+        vocab_size=600,
+        hard_vocab_limit=False,
+        character_coverage=1.0,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        minloglevel=2,
+        **options,
+    )
+    path = folder / "spiece.model"
+    processor = sentencepiece.SentencePieceProcessor(model_file=str(path))
+    assert [processor.id_to_piece(i) for i in range(3)] == ["<pad>", "</s>", "<unk>"]
+    return str(path)
+
+
+@pytest.fixture(scope="session")
+def spm_vocab(tmp_path_factory) -> str:
+    """Path of a small unigram SentencePiece model laid out like SigLIP's ``spiece.model``.
+
+    Google's SigLIP vocabularies are T5-style: ``<pad>`` = 0, ``</s>`` = 1 (SigLIP's EOS and
+    pad token), ``<unk>`` = 2, no BOS, ``add_dummy_prefix`` and NFKC normalization on (the
+    trainer's defaults). Emoji are left out of the training text, so they map to ``<unk>``.
+    """
+    return _train_spm(tmp_path_factory.mktemp("spm"))
+
+
+@pytest.fixture(scope="session")
+def spm_vocab_raw_whitespace(tmp_path_factory) -> str:
+    """Like ``spm_vocab`` but with ``add_dummy_prefix`` and ``remove_extra_whitespaces`` off,
+    so that bare ``"▁"`` pieces survive: exercises the corners of transformers' handling."""
+    return _train_spm(
+        tmp_path_factory.mktemp("spm_raw"), add_dummy_prefix=False, remove_extra_whitespaces=False
+    )
+
+
+# --- Images -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def sample_images() -> dict[str, "PIL.Image.Image"]:  # noqa: F821
+    """Real photos of several sizes, aspect ratios and PIL modes. Do not modify them.
+
+    ``chelsea`` RGB 451x300, ``coffee`` RGB 600x400, ``astronaut`` RGB 512x512, ``camera``
+    L 512x512, ``retina`` RGB 1411x1411, ``rgba`` (chelsea with a horizontal alpha ramp),
+    ``palette`` (coffee as a 64-colour ``P`` image whose index 0 is transparent) and
+    ``gray16`` (camera as ``I;16``, values ``camera * 257``).
+    """
+    import PIL.Image
+    import skimage.data
+
+    images = {
+        name: PIL.Image.fromarray(getattr(skimage.data, name)())
+        for name in ("chelsea", "coffee", "astronaut", "camera", "retina")
+    }
+    chelsea = np.asarray(images["chelsea"])
+    ramp = np.linspace(0, 255, chelsea.shape[1]).round().astype(np.uint8)
+    alpha = np.broadcast_to(ramp, chelsea.shape[:2])[..., None]
+    images["rgba"] = PIL.Image.fromarray(np.concatenate([chelsea, alpha], axis=-1))
+    palette = images["coffee"].quantize(colors=64)
+    palette.info["transparency"] = 0
+    images["palette"] = palette
+    camera16 = np.asarray(images["camera"]).astype(np.uint16) * np.uint16(257)
+    images["gray16"] = PIL.Image.fromarray(camera16)
+    assert images["rgba"].mode == "RGBA" and images["palette"].mode == "P"
+    assert images["gray16"].mode.startswith("I;16") and images["camera"].mode == "L"
+    return images
