@@ -299,7 +299,9 @@ class _Source:
     named: NamedWeights | None = None
 
 
-def _resolve(family: ModelFamily, variant: str, weights) -> _Source:
+def resolve_weights(family: ModelFamily, variant: str, weights) -> _Source:
+    """Classify a ``weights=`` argument (named, ``hf:``, folder, ``.weights.h5``) or raise
+    :class:`WeightsError` listing what is accepted. Reaches no network."""
     named = family.weights.get(variant, {})
     if isinstance(weights, str) and weights in named:
         spec = named[weights]
@@ -425,7 +427,7 @@ def create_model(
             f"Unknown {family.name} variant {variant!r}; choose one of {', '.join(family.variants)}."
         )
     config = dict(family.variants[variant])
-    source = _resolve(family, variant, weights) if weights is not None else None
+    source = resolve_weights(family, variant, weights) if weights is not None else None
 
     checkpoint_config = revision = None
     if source is not None and source.kind != "h5":

@@ -3,6 +3,9 @@
 * ``spm_vocab``: a small SentencePiece model laid out like Google's SigLIP ``spiece.model``
   (``spm_vocab_raw_whitespace``: the same with the whitespace handling switched off).
 * ``sample_images``: real photos from ``skimage.data`` in several sizes and PIL modes.
+* ``base_checkpoint``: a real-architecture SigLIP Base/16-224 checkpoint folder (random
+  weights, with ``spm_vocab`` as its ``spiece.model``) and transformers' outputs on it,
+  built once per session.
 * ``hf_cache`` / ``kvmm_cache`` (from ``hub_fixtures``): an empty, offline Hugging Face
   cache and an isolated converted-weights cache.
 """
@@ -130,3 +133,31 @@ def sample_images() -> dict[str, "PIL.Image.Image"]:  # noqa: F821
     assert images["rgba"].mode == "RGBA" and images["palette"].mode == "P"
     assert images["gray16"].mode.startswith("I;16") and images["camera"].mode == "L"
     return images
+
+
+# --- Checkpoints --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def base_checkpoint(tmp_path_factory, spm_vocab):
+    """SigLIP Base/16-224 in Hugging Face format with transformers' reference outputs.
+
+    Keys: ``folder``; ``images`` (2 at 224 px), ``token_ids`` (3 x 64) and ``ref`` (logits
+    and embeddings); ``big`` (1 image at 384 px) and ``ref384`` (with
+    ``interpolate_pos_encoding=True``). The torch model is freed once outputs are taken.
+    """
+    import gc
+
+    import hf_checkpoints as hfc
+
+    folder = tmp_path_factory.mktemp("siglip-base-patch16-224")
+    reference = hfc.build_siglip(hfc.BASE_224, seed=1)
+    hfc.save_checkpoint(reference, folder, vocabulary=spm_vocab)
+    rng = np.random.default_rng(0)
+    images, token_ids = hfc.random_inputs(rng, 224, 2, 3, 64, 32000)
+    ref = hfc.reference_outputs(reference, images, token_ids)
+    big = rng.uniform(-1, 1, (1, 384, 384, 3)).astype("float32")
+    ref384 = hfc.reference_outputs(reference, big, token_ids, interpolate_pos_encoding=True)
+    del reference
+    gc.collect()
+    return dict(folder=folder, images=images, token_ids=token_ids, ref=ref, big=big, ref384=ref384)

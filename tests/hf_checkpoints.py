@@ -127,3 +127,11 @@ def reference_outputs(model, images: np.ndarray, token_ids: np.ndarray, **kwargs
         "image_embeds": out.image_embeds.numpy(),
         "text_embeds": out.text_embeds.numpy(),
     }
+
+
+def random_inputs(rng, image_size, num_images, num_texts, length, vocab):
+    """Images in [-1, 1] (channels-last) and token ids ending in ``</s>`` (id 1) padding."""
+    images = rng.uniform(-1, 1, (num_images, image_size, image_size, 3)).astype("float32")
+    token_ids = rng.integers(2, vocab, (num_texts, length)).astype("int32")
+    token_ids[:, -3:] = 1
+    return images, token_ids

@@ -14,17 +14,11 @@ import numpy as np
 import pytest
 
 import hf_checkpoints as hfc
+from hf_checkpoints import random_inputs as _inputs
 from kvmm.models.siglip import SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
 
 EMBED_TOL = 1e-4
 LOGIT_TOL = 1e-3
-
-
-def _inputs(rng, image_size, num_images, num_texts, length, vocab):
-    images = rng.uniform(-1, 1, (num_images, image_size, image_size, 3)).astype("float32")
-    token_ids = rng.integers(2, vocab, (num_texts, length)).astype("int32")
-    token_ids[:, -3:] = 1  # </s> padding at the end, as the tokenizer produces
-    return images, token_ids
 
 
 def _assert_parity(model, images, token_ids, ref):
@@ -35,22 +29,6 @@ def _assert_parity(model, images, token_ids, ref):
         )
     np.testing.assert_allclose(model.encode_images(images), ref["image_embeds"], atol=EMBED_TOL, rtol=0)
     np.testing.assert_allclose(model.encode_texts(token_ids), ref["text_embeds"], atol=EMBED_TOL, rtol=0)
-
-
-@pytest.fixture(scope="module")
-def base_checkpoint(tmp_path_factory):
-    """Real Base/16-224 architecture; reference outputs computed once, torch model freed."""
-    folder = tmp_path_factory.mktemp("siglip-base-patch16-224")
-    reference = hfc.build_siglip(hfc.BASE_224, seed=1)
-    hfc.save_checkpoint(reference, folder)
-    rng = np.random.default_rng(0)
-    images, token_ids = _inputs(rng, 224, 2, 3, 64, 32000)
-    ref = hfc.reference_outputs(reference, images, token_ids)
-    big = rng.uniform(-1, 1, (1, 384, 384, 3)).astype("float32")
-    ref384 = hfc.reference_outputs(reference, big, token_ids, interpolate_pos_encoding=True)
-    del reference
-    gc.collect()
-    return dict(folder=folder, images=images, token_ids=token_ids, ref=ref, big=big, ref384=ref384)
 
 
 def test_base_parity_from_local_folder(base_checkpoint):

@@ -1,0 +1,81 @@
+"""The example scripts and the conversion tool, run as users run them."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import PIL.Image
+import pytest
+
+import hf_checkpoints as hfc
+from conversion.convert import convert
+from conversion.convert import main as convert_main
+from kvmm.errors import KvmmError
+from tiny_family import TINY_FAMILY, build_tiny
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_zero_shot_example_runs_on_a_local_checkpoint(base_checkpoint, tmp_path):
+    import skimage.data
+
+    photo = tmp_path / "chelsea.png"
+    PIL.Image.fromarray(skimage.data.chelsea()).save(photo)
+    env = dict(os.environ, KVMM_CACHE=str(tmp_path / "cache"))
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "siglip_zero_shot.py"),
+         "--weights", str(base_checkpoint["folder"]), "--images", str(photo),
+         "--labels", "cat", "dog", "coffee"],
+        capture_output=True, text=True, env=env, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == f"{photo}:"
+    assert sorted(line.split()[0] for line in lines[1:]) == ["cat", "coffee", "dog"]
+    probs = [float(line.split()[-1].rstrip("%")) for line in lines[1:]]
+    assert all(0.0 <= p <= 100.0 for p in probs)
+
+
+def test_convert_and_verify_against_transformers(tmp_path):
+    reference = hfc.build_siglip(hfc.TINY, seed=21)
+    folder = hfc.save_checkpoint(reference, tmp_path / "tiny")
+    out = tmp_path / "tiny.weights.h5"
+    logs = []
+    report = convert("SigLIPTiny", str(folder), out, verify=True, family=TINY_FAMILY, log=logs.append)
+    assert max(report.values()) < 1e-4
+    assert out.is_file() and "Wrote" in logs[-1]
+    loaded = build_tiny(weights=str(out))
+    direct = build_tiny(weights=str(folder))
+    images = np.zeros((1, 32, 32, 3), "float32")
+    np.testing.assert_array_equal(loaded.encode_images(images), direct.encode_images(images))
+
+
+def test_convert_verifies_at_another_resolution(tmp_path):
+    folder = hfc.save_checkpoint(hfc.build_siglip(hfc.TINY, seed=22), tmp_path / "tiny")
+    report = convert("SigLIPTiny", str(folder), tmp_path / "t.weights.h5", input_shape=(48, 48, 3),
+                     verify=True, family=TINY_FAMILY, log=lambda *_: None)
+    assert max(report.values()) < 1e-4
+
+
+def test_verification_failure_is_reported_and_writes_nothing(tmp_path, monkeypatch):
+    from conversion import convert as convert_module
+
+    folder = hfc.save_checkpoint(hfc.build_siglip(hfc.TINY, seed=23), tmp_path / "tiny")
+    monkeypatch.setattr(convert_module, "verify_siglip", lambda *a, **k: {
+        "image_embeds": 0.5, "text_embeds": 0.0, "image_logits": 0.0})
+    out = tmp_path / "bad.weights.h5"
+    with pytest.raises(KvmmError, match="Verification failed"):
+        convert("SigLIPTiny", str(folder), out, verify=True, family=TINY_FAMILY, log=lambda *_: None)
+    assert not out.exists()
+
+
+def test_convert_cli_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert convert_main(["SigLIPBaseP16", "--weights", "google_999", "--out", str(tmp_path / "x.weights.h5")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: Unknown weights 'google_999'")
+    assert convert_main(["SigLIPBaseP16", "--weights", "google_224", "--out", str(tmp_path / "x.h5")]) == 1
+    assert "must end with '.weights.h5'" in capsys.readouterr().err
