@@ -13,6 +13,7 @@ from kvmm.layers import (
     MultiHeadAttention,
     PatchEmbedding,
     PositionEmbedding,
+    TransformerEncoder,
     TransformerEncoderBlock,
     get_activation,
     resize_position_grid,
@@ -159,6 +160,7 @@ def test_attention_pooling_head_matches_torch_multihead_attention():
         (MLP(8, 16, "quick_gelu"), (None, 3, 8)),
         (MultiHeadAttention(8, 2), (None, 3, 8)),
         (TransformerEncoderBlock(8, 2, 16, "gelu", 1e-5), (None, 3, 8)),
+        (TransformerEncoder(2, 8, 2, 16, "gelu_tanh"), (None, 3, 8)),
         (AttentionPoolingHead(8, 2, 16), (None, 3, 8)),
         (PatchEmbedding(8, 4, use_bias=False), (None, 8, 8, 3)),
         (PositionEmbedding(3, 8), (None, 3, 8)),
@@ -172,3 +174,17 @@ def test_layer_config_round_trip(layer, shape):
     clone.set_weights(layer.get_weights())
     x = np.random.default_rng(5).normal(size=(2,) + shape[1:]).astype("float32")
     np.testing.assert_allclose(_np(clone(x)), _np(layer(x)), atol=1e-6)
+
+
+def test_encoder_hidden_states_are_the_block_outputs():
+    encoder = TransformerEncoder(3, 8, 2, 16)
+    encoder.build((None, 4, 8))
+    x = np.random.default_rng(6).normal(size=(2, 4, 8)).astype("float32")
+    out, states = encoder(x, return_hidden_states=True)
+    assert len(states) == 4
+    np.testing.assert_array_equal(_np(states[0]), x)
+    expected = x
+    for block, state in zip(encoder.blocks, states[1:]):
+        expected = _np(block(expected))
+        np.testing.assert_allclose(_np(state), expected, atol=1e-6)
+    np.testing.assert_array_equal(_np(out), _np(states[-1]))

@@ -120,7 +120,7 @@ def test_dtype_policies_run_and_stay_close(inputs, policy):
     model = build_tiny(dtype=policy)
     model.set_weights(reference.get_weights())
     expected_var = "bfloat16" if policy == "bfloat16" else "float32"
-    assert model.vision_model.encoder_layers[0].attention.query.kernel.dtype == expected_var
+    assert model.vision_model.encoder.blocks[0].attention.query.kernel.dtype == expected_var
     out = model(inputs)
     assert keras.backend.standardize_dtype(out["image_logits"].dtype) == "float32"
     tol = 1e-6 if policy == "float32" else 0.05

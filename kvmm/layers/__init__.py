@@ -6,6 +6,7 @@ Each block exists once here; SigLIP, CLIP and BiomedCLIP compose them.
 from kvmm.layers.activations import get_activation
 from kvmm.layers.attention import MultiHeadAttention
 from kvmm.layers.attention_pooling import AttentionPoolingHead
+from kvmm.layers.encoder import TransformerEncoder
 from kvmm.layers.encoder_block import TransformerEncoderBlock
 from kvmm.layers.mlp import MLP
 from kvmm.layers.patch_embedding import PatchEmbedding
@@ -17,6 +18,7 @@ __all__ = [
     "MultiHeadAttention",
     "PatchEmbedding",
     "PositionEmbedding",
+    "TransformerEncoder",
     "TransformerEncoderBlock",
     "get_activation",
     "resize_position_grid",

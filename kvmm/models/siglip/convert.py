@@ -53,9 +53,9 @@ def _mlp(prefix: str, mlp) -> list[Rule]:
     return _dense(f"{prefix}.fc1", mlp.fc1) + _dense(f"{prefix}.fc2", mlp.fc2)
 
 
-def _encoder(prefix: str, layers) -> list[Rule]:
+def _encoder(prefix: str, encoder) -> list[Rule]:
     rules = []
-    for i, block in enumerate(layers):
+    for i, block in enumerate(encoder.blocks):
         p = f"{prefix}.encoder.layers.{i}"
         attention = block.attention
         rules += _layer_norm(f"{p}.layer_norm1", block.layer_norm1)
@@ -87,7 +87,7 @@ def vision_key_map(vision, prefix: str = "vision_model") -> list[Rule]:
         Rule(f"{prefix}.embeddings.position_embedding.weight",
              [(vision.position_embedding.embeddings, positions)]),
     ]
-    rules += _encoder(prefix, vision.encoder_layers)
+    rules += _encoder(prefix, vision.encoder)
     rules += _layer_norm(f"{prefix}.post_layernorm", vision.post_layer_norm)
     rules += [
         Rule(f"{prefix}.head.probe", [(head.probe, _same)]),
@@ -110,7 +110,7 @@ def text_key_map(text, prefix: str = "text_model") -> list[Rule]:
         Rule(f"{prefix}.embeddings.position_embedding.weight",
              [(text.position_embedding.embeddings, _same)]),
     ]
-    rules += _encoder(prefix, text.encoder_layers)
+    rules += _encoder(prefix, text.encoder)
     rules += _layer_norm(f"{prefix}.final_layer_norm", text.final_layer_norm)
     rules += _dense(f"{prefix}.head", text.head)
     return rules

@@ -12,7 +12,7 @@ from kvmm.layers import (
     AttentionPoolingHead,
     PatchEmbedding,
     PositionEmbedding,
-    TransformerEncoderBlock,
+    TransformerEncoder,
 )
 
 
@@ -82,18 +82,16 @@ class SigLIPVisionEncoder(keras.Model):
             dtype=policy,
             name="position_embedding",
         )
-        self.encoder_layers = [
-            TransformerEncoderBlock(
-                hidden_dim,
-                num_heads,
-                intermediate_dim,
-                activation="gelu_tanh",
-                layer_norm_epsilon=layer_norm_epsilon,
-                dtype=policy,
-                name=f"encoder_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.encoder = TransformerEncoder(
+            num_layers,
+            hidden_dim,
+            num_heads,
+            intermediate_dim,
+            activation="gelu_tanh",
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=policy,
+            name="encoder",
+        )
         self.post_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="post_layer_norm"
         )
@@ -114,8 +112,7 @@ class SigLIPVisionEncoder(keras.Model):
         tokens = (None, self.grid_size[0] * self.grid_size[1], self.hidden_dim)
         self.patch_embedding.build((None, *self.image_size, 3))
         self.position_embedding.build(tokens)
-        for layer in self.encoder_layers:
-            layer.build(tokens)
+        self.encoder.build(tokens)
         self.post_layer_norm.build(tokens)
         self.head.build(tokens)
         self.built = True
@@ -142,10 +139,7 @@ class SigLIPVisionEncoder(keras.Model):
     def call(self, images, return_hidden_states: bool = False):
         self._check_images(images)
         x = self.position_embedding(self.patch_embedding(images))
-        hidden_states = [x]
-        for layer in self.encoder_layers:
-            x = layer(x)
-            hidden_states.append(x)
+        x, hidden_states = self.encoder(x, return_hidden_states=True)
         last_hidden_state = self.post_layer_norm(x)
         pooled = self.head(last_hidden_state)
         if not return_hidden_states:
@@ -221,18 +215,16 @@ class SigLIPTextEncoder(keras.Model):
             dtype=policy,
             name="position_embedding",
         )
-        self.encoder_layers = [
-            TransformerEncoderBlock(
-                hidden_dim,
-                num_heads,
-                intermediate_dim,
-                activation="gelu_tanh",
-                layer_norm_epsilon=layer_norm_epsilon,
-                dtype=policy,
-                name=f"encoder_layer_{i}",
-            )
-            for i in range(num_layers)
-        ]
+        self.encoder = TransformerEncoder(
+            num_layers,
+            hidden_dim,
+            num_heads,
+            intermediate_dim,
+            activation="gelu_tanh",
+            layer_norm_epsilon=layer_norm_epsilon,
+            dtype=policy,
+            name="encoder",
+        )
         self.final_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
         )
@@ -245,8 +237,7 @@ class SigLIPTextEncoder(keras.Model):
         tokens = (None, self.max_length, self.hidden_dim)
         self.token_embedding.build((None, self.max_length))
         self.position_embedding.build(tokens)
-        for layer in self.encoder_layers:
-            layer.build(tokens)
+        self.encoder.build(tokens)
         self.final_layer_norm.build(tokens)
         self.head.build((None, self.hidden_dim))
         self.built = True
@@ -264,10 +255,7 @@ class SigLIPTextEncoder(keras.Model):
                 f"(SigLIPProcessor.for_model(model) does this)."
             )
         x = self.position_embedding(self.token_embedding(ops.cast(token_ids, "int32")))
-        hidden_states = [x]
-        for layer in self.encoder_layers:
-            x = layer(x)
-            hidden_states.append(x)
+        x, hidden_states = self.encoder(x, return_hidden_states=True)
         last_hidden_state = self.final_layer_norm(x)
         pooled = self.head(last_hidden_state[:, -1, :])
         if not return_hidden_states:
