@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from kvmm.errors import WeightsError
+from kvmm.layers.initialization import no_init
 from kvmm.utils.hub import hub_file, hub_file_if_exists
 
 #: Bump when the layout of converted ``.weights.h5`` cache files changes.
@@ -446,9 +447,11 @@ def create_model(
             )
         config["image_size"] = (int(input_shape[0]), int(input_shape[1]))
     config.update(kwargs)
-    model = family.model_class(
-        **config, variant=variant, name=name or variant.lower(), dtype=dtype
-    )
+    # Variables are zero-filled rather than drawn at random when weights follow.
+    with no_init() if source is not None else contextlib.nullcontext():
+        model = family.model_class(
+            **config, variant=variant, name=name or variant.lower(), dtype=dtype
+        )
     if source is None:
         return model
     if source.kind == "h5":
@@ -470,6 +473,7 @@ def create_model(
 
     checkpoint = SafetensorsCheckpoint.from_file(_fetch_checkpoint(family, source))
     rules = family.key_map(model)
+    _check_coverage(family, model, rules)
     apply_key_map(
         rules, checkpoint, source=source.label, ignored_keys=family.ignored_keys, progress=progress
     )
@@ -481,6 +485,17 @@ def create_model(
             warnings.warn(f"Could not cache converted weights at {cache_path}: {exc}")
     _attach_vocabulary(family, model, source)
     return model
+
+
+def _check_coverage(family: ModelFamily, model, rules: list[Rule]) -> None:
+    """Every variable of the model must be filled by the key map (they start as zeros)."""
+    covered = {id(variable) for rule in rules for variable, _ in rule.targets}
+    uncovered = [v.path for v in model.weights if id(v) not in covered]
+    if uncovered:
+        raise RuntimeError(
+            f"The {family.name} key map leaves {len(uncovered)} variable(s) unfilled: "
+            f"{_describe(uncovered)}. This is a bug in kvmm."
+        )
 
 
 def _attach_vocabulary(family: ModelFamily, model, source: _Source) -> None:

@@ -217,3 +217,19 @@ def test_h5_of_another_variant_is_refused(tmp_path):
     build_tiny().save_weights(str(path))
     with pytest.raises(WeightsError, match="tiny.weights.h5"):
         build_tiny(weights=str(path), input_shape=(48, 48, 3))
+
+
+def test_random_init_is_random_and_loaded_init_is_complete(tiny_folder):
+    random = build_tiny()
+    kernel = keras.ops.convert_to_numpy(random.vision_model.encoder.blocks[0].attention.query.kernel)
+    assert np.abs(kernel).max() > 0
+    loaded = build_tiny(weights=str(tiny_folder))
+    for variable in loaded.weights:  # zero-filled before loading: none may stay all zeros
+        assert np.abs(keras.ops.convert_to_numpy(variable)).max() > 0, variable.path
+
+
+def test_key_map_that_misses_a_variable_is_caught(tiny_folder):
+    family = tiny_family.TINY_FAMILY
+    partial = dataclasses.replace(family, key_map=lambda model: family.key_map(model)[:-1])
+    with pytest.raises(RuntimeError, match="leaves 1 variable"):
+        tiny_family.create_model(partial, "SigLIPTiny", weights=str(tiny_folder))

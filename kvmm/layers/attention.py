@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from kvmm.layers.initialization import initializer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -46,7 +47,11 @@ class MultiHeadAttention(keras.layers.Layer):
         self.head_dim = hidden_dim // num_heads
         self.use_bias = use_bias
         self.key_dim = key_dim
-        dense = dict(use_bias=use_bias, dtype=self.dtype_policy)
+        dense = dict(
+            use_bias=use_bias,
+            kernel_initializer=initializer("glorot_uniform"),
+            dtype=self.dtype_policy,
+        )
         self.query = keras.layers.Dense(hidden_dim, name="query", **dense)
         self.key = keras.layers.Dense(hidden_dim, name="key", **dense)
         self.value = keras.layers.Dense(hidden_dim, name="value", **dense)

@@ -6,6 +6,7 @@ import keras
 from keras import ops
 
 from kvmm.layers.attention import MultiHeadAttention
+from kvmm.layers.initialization import initializer
 from kvmm.layers.mlp import MLP
 
 
@@ -40,7 +41,7 @@ class AttentionPoolingHead(keras.layers.Layer):
 
     def build(self, input_shape):
         self.probe = self.add_weight(
-            shape=(1, 1, self.hidden_dim), initializer="glorot_uniform", name="probe"
+            shape=(1, 1, self.hidden_dim), initializer=initializer("glorot_uniform"), name="probe"
         )
         probe_shape = (input_shape[0], 1, self.hidden_dim)
         self.attention.build(probe_shape, input_shape)

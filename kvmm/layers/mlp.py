@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kvmm.layers.activations import get_activation
+from kvmm.layers.initialization import initializer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -33,10 +34,18 @@ class MLP(keras.layers.Layer):
         self.use_bias = use_bias
         self._activation_fn = get_activation(activation)
         self.fc1 = keras.layers.Dense(
-            intermediate_dim, use_bias=use_bias, dtype=self.dtype_policy, name="fc1"
+            intermediate_dim,
+            use_bias=use_bias,
+            kernel_initializer=initializer("glorot_uniform"),
+            dtype=self.dtype_policy,
+            name="fc1",
         )
         self.fc2 = keras.layers.Dense(
-            hidden_dim, use_bias=use_bias, dtype=self.dtype_policy, name="fc2"
+            hidden_dim,
+            use_bias=use_bias,
+            kernel_initializer=initializer("glorot_uniform"),
+            dtype=self.dtype_policy,
+            name="fc2",
         )
 
     def build(self, input_shape):

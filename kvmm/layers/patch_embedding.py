@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 from keras import ops
+from kvmm.layers.initialization import initializer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -25,6 +26,7 @@ class PatchEmbedding(keras.layers.Layer):
             strides=patch_size,
             padding="valid",
             use_bias=use_bias,
+            kernel_initializer=initializer("glorot_uniform"),
             data_format="channels_last",
             dtype=self.dtype_policy,
             name="projection",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 from keras import ops
+from kvmm.layers.initialization import initializer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -24,7 +25,7 @@ class PositionEmbedding(keras.layers.Layer):
     def build(self, input_shape=None):
         self.embeddings = self.add_weight(
             shape=(self.num_positions, self.hidden_dim),
-            initializer=self.initializer,
+            initializer=initializer(self.initializer),
             name="embeddings",
         )
         self.built = True

@@ -14,6 +14,7 @@ from kvmm.layers import (
     PositionEmbedding,
     TransformerEncoder,
 )
+from kvmm.layers.initialization import initializer
 
 
 def _as_hw(image_size) -> tuple[int, int]:
@@ -202,8 +203,8 @@ class SigLIPTextEncoder(keras.Model):
         self.token_embedding = keras.layers.Embedding(
             vocabulary_size,
             hidden_dim,
-            embeddings_initializer=keras.initializers.RandomNormal(
-                stddev=1 / math.sqrt(hidden_dim)
+            embeddings_initializer=initializer(
+                keras.initializers.RandomNormal(stddev=1 / math.sqrt(hidden_dim))
             ),
             dtype=policy,
             name="token_embedding",
@@ -228,7 +229,12 @@ class SigLIPTextEncoder(keras.Model):
         self.final_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
         )
-        self.head = keras.layers.Dense(self.projection_dim, dtype=policy, name="head")
+        self.head = keras.layers.Dense(
+            self.projection_dim,
+            kernel_initializer=initializer("glorot_uniform"),
+            dtype=policy,
+            name="head",
+        )
         self.build((None, max_length))
 
     def build(self, input_shape=None):
