@@ -443,9 +443,9 @@ class SigLIPModel(keras.Model):
         """L2-normalized image embeddings ``(N, embedding_dim)`` as a float32 NumPy array.
 
         ``images`` is a preprocessed ``(N, H, W, 3)`` batch (the processor's ``"images"``).
-        Runs the compiled inference path of the backend (XLA on JAX/TensorFlow) in
-        batches of ``batch_size``. For differentiable embeddings, call
-        ``l2_normalize(model.vision_model(images))`` instead.
+        Runs Keras' inference path (``predict``: XLA on JAX, a ``tf.function`` graph on
+        TensorFlow, eager under ``no_grad`` on PyTorch) in batches of ``batch_size``.
+        For differentiable embeddings, call ``l2_normalize(model.vision_model(images))``.
         """
         self.vision_model._check_images(images)
         pooled = self.vision_model.predict(images, batch_size=batch_size, verbose=0)
