@@ -193,7 +193,7 @@ def apply_key_map(
     if problems:
         raise WeightsError(f"Checkpoint {source} does not fit this model; " + "; ".join(problems))
 
-    from tqdm.auto import tqdm
+    from huggingface_hub.utils import tqdm  # honours HF_HUB_DISABLE_PROGRESS_BARS
 
     disable = None if progress is None else not progress
     with tqdm(total=len(rules), desc=f"Converting {source}", unit="tensor", disable=disable) as bar:
@@ -427,6 +427,10 @@ def create_model(
         raise WeightsError(
             f"Unknown {family.name} variant {variant!r}; choose one of {', '.join(family.variants)}."
         )
+    if input_shape is not None and (len(input_shape) != 3 or input_shape[-1] != 3):
+        raise ValueError(
+            f"input_shape must be (height, width, 3) (channels-last RGB), got {input_shape}."
+        )
     config = dict(family.variants[variant])
     source = resolve_weights(family, variant, weights) if weights is not None else None
 
@@ -441,10 +445,6 @@ def create_model(
             config.update(source.named.overrides())
 
     if input_shape is not None:
-        if len(input_shape) != 3 or input_shape[-1] != 3:
-            raise ValueError(
-                f"input_shape must be (height, width, 3) (channels-last RGB), got {input_shape}."
-            )
         config["image_size"] = (int(input_shape[0]), int(input_shape[1]))
     config.update(kwargs)
     # Variables are zero-filled rather than drawn at random when weights follow.

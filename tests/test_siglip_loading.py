@@ -233,3 +233,11 @@ def test_key_map_that_misses_a_variable_is_caught(tiny_folder):
     partial = dataclasses.replace(family, key_map=lambda model: family.key_map(model)[:-1])
     with pytest.raises(RuntimeError, match="leaves 1 variable"):
         tiny_family.create_model(partial, "SigLIPTiny", weights=str(tiny_folder))
+
+
+def test_conversion_shows_progress_when_asked(tiny_folder, capsys):
+    build_tiny(weights=str(tiny_folder), progress=True)
+    err = capsys.readouterr().err
+    assert "Converting" in err and "tensor" in err
+    build_tiny(weights=str(tiny_folder), progress=False)
+    assert "Converting" not in capsys.readouterr().err
