@@ -6,99 +6,45 @@ This is the one place that knows the checkpoint layout; the loader
 
 from __future__ import annotations
 
-import numpy as np
-
 from kvmm.errors import WeightsError
-from kvmm.layers import resize_position_grid
 from kvmm.loading import Rule
-
-
-def _same(array, shape):
-    return array
-
-
-def _linear(array, shape):  # torch Linear (out, in) -> Keras Dense (in, out)
-    return array.T
-
-
-def _conv(array, shape):  # torch Conv2d (out, in, kh, kw) -> Keras Conv2D (kh, kw, in, out)
-    return array.transpose(2, 3, 1, 0)
-
-
-def _rows(index: int, count: int, convert=_same):
-    """Take block ``index`` of ``count`` equal row blocks (torch's fused in_proj [q; k; v])."""
-
-    def take(array, shape):
-        size = array.shape[0] // count
-        return convert(array[index * size : (index + 1) * size], shape)
-
-    return take
-
-
-def _dense(prefix: str, layer) -> list[Rule]:
-    rules = [Rule(f"{prefix}.weight", [(layer.kernel, _linear)])]
-    if layer.use_bias:
-        rules.append(Rule(f"{prefix}.bias", [(layer.bias, _same)]))
-    return rules
-
-
-def _layer_norm(prefix: str, layer) -> list[Rule]:
-    return [
-        Rule(f"{prefix}.weight", [(layer.gamma, _same)]),
-        Rule(f"{prefix}.bias", [(layer.beta, _same)]),
-    ]
-
-
-def _mlp(prefix: str, mlp) -> list[Rule]:
-    return _dense(f"{prefix}.fc1", mlp.fc1) + _dense(f"{prefix}.fc2", mlp.fc2)
-
-
-def _encoder(prefix: str, encoder) -> list[Rule]:
-    rules = []
-    for i, block in enumerate(encoder.blocks):
-        p = f"{prefix}.encoder.layers.{i}"
-        attention = block.attention
-        rules += _layer_norm(f"{p}.layer_norm1", block.layer_norm1)
-        rules += _dense(f"{p}.self_attn.q_proj", attention.query)
-        rules += _dense(f"{p}.self_attn.k_proj", attention.key)
-        rules += _dense(f"{p}.self_attn.v_proj", attention.value)
-        rules += _dense(f"{p}.self_attn.out_proj", attention.output_dense)
-        rules += _layer_norm(f"{p}.layer_norm2", block.layer_norm2)
-        rules += _mlp(f"{p}.mlp", block.mlp)
-    return rules
+from kvmm.models.keymap import (
+    conv,
+    dense,
+    hf_encoder,
+    layer_norm,
+    linear,
+    mlp,
+    position_grid,
+    rows,
+    same,
+)
 
 
 def vision_key_map(vision, prefix: str = "vision_model") -> list[Rule]:
     """Rules for :class:`SigLIPVisionEncoder` (also usable for a bare ``SiglipVisionModel``)."""
-    grid = vision.grid_size
-
-    def positions(array, shape):
-        if array.shape == tuple(shape) or array.ndim != 2 or array.shape[1] != shape[1]:
-            return array
-        return resize_position_grid(np.asarray(array), grid)
-
     head = vision.head
     in_proj = [head.attention.query, head.attention.key, head.attention.value]
     rules = [
         Rule(f"{prefix}.embeddings.patch_embedding.weight",
-             [(vision.patch_embedding.projection.kernel, _conv)]),
+             [(vision.patch_embedding.projection.kernel, conv)]),
         Rule(f"{prefix}.embeddings.patch_embedding.bias",
-             [(vision.patch_embedding.projection.bias, _same)]),
+             [(vision.patch_embedding.projection.bias, same)]),
         Rule(f"{prefix}.embeddings.position_embedding.weight",
-             [(vision.position_embedding.embeddings, positions)]),
+             [(vision.position_embedding.embeddings, position_grid(vision.grid_size))]),
     ]
-    rules += _encoder(prefix, vision.encoder)
-    rules += _layer_norm(f"{prefix}.post_layernorm", vision.post_layer_norm)
+    rules += hf_encoder(f"{prefix}.encoder", vision.encoder)
+    rules += layer_norm(f"{prefix}.post_layernorm", vision.post_layer_norm)
     rules += [
-        Rule(f"{prefix}.head.probe", [(head.probe, _same)]),
+        Rule(f"{prefix}.head.probe", [(head.probe, same)]),
         Rule(f"{prefix}.head.attention.in_proj_weight",
-             [(d.kernel, _rows(i, 3, _linear)) for i, d in enumerate(in_proj)]),
+             [(d.kernel, rows(i, 3, linear)) for i, d in enumerate(in_proj)]),
         Rule(f"{prefix}.head.attention.in_proj_bias",
-             [(d.bias, _rows(i, 3)) for i, d in enumerate(in_proj)]),
+             [(d.bias, rows(i, 3)) for i, d in enumerate(in_proj)]),
     ]
-    rules += _dense(f"{prefix}.head.attention.out_proj", head.attention.output_dense)
-    rules += _layer_norm(f"{prefix}.head.layernorm", head.layer_norm)
-    rules += _mlp(f"{prefix}.head.mlp", head.mlp)
+    rules += dense(f"{prefix}.head.attention.out_proj", head.attention.output_dense)
+    rules += layer_norm(f"{prefix}.head.layernorm", head.layer_norm)
+    rules += mlp(f"{prefix}.head.mlp", head.mlp)
     return rules
 
 
@@ -106,13 +52,13 @@ def text_key_map(text, prefix: str = "text_model") -> list[Rule]:
     """Rules for :class:`SigLIPTextEncoder`."""
     rules = [
         Rule(f"{prefix}.embeddings.token_embedding.weight",
-             [(text.token_embedding.embeddings, _same)]),
+             [(text.token_embedding.embeddings, same)]),
         Rule(f"{prefix}.embeddings.position_embedding.weight",
-             [(text.position_embedding.embeddings, _same)]),
+             [(text.position_embedding.embeddings, same)]),
     ]
-    rules += _encoder(prefix, text.encoder)
-    rules += _layer_norm(f"{prefix}.final_layer_norm", text.final_layer_norm)
-    rules += _dense(f"{prefix}.head", text.head)
+    rules += hf_encoder(f"{prefix}.encoder", text.encoder)
+    rules += layer_norm(f"{prefix}.final_layer_norm", text.final_layer_norm)
+    rules += dense(f"{prefix}.head", text.head)
     return rules
 
 
@@ -122,8 +68,8 @@ def siglip_key_map(model) -> list[Rule]:
         vision_key_map(model.vision_model)
         + text_key_map(model.text_model)
         + [
-            Rule("logit_scale", [(model.logit_scale, _same)]),
-            Rule("logit_bias", [(model.logit_bias, _same)]),
+            Rule("logit_scale", [(model.logit_scale, same)]),
+            Rule("logit_bias", [(model.logit_bias, same)]),
         ]
     )
 

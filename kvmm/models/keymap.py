@@ -1,0 +1,82 @@
+"""Building blocks of the key maps: Hugging Face (PyTorch) tensor -> Keras variable.
+
+Each family's ``convert.py`` composes these into its one key map.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from kvmm.layers import resize_position_grid
+from kvmm.loading import Rule
+
+
+def same(array, shape):
+    return array
+
+
+def linear(array, shape):
+    """torch ``Linear`` weight ``(out, in)`` -> Keras ``Dense`` kernel ``(in, out)``."""
+    return array.T
+
+
+def conv(array, shape):
+    """torch ``Conv2d`` weight ``(out, in, kh, kw)`` -> Keras ``Conv2D`` ``(kh, kw, in, out)``."""
+    return array.transpose(2, 3, 1, 0)
+
+
+def rows(index: int, count: int, convert=same):
+    """Block ``index`` of ``count`` equal row blocks (torch's fused ``in_proj`` = [q; k; v])."""
+
+    def take(array, shape):
+        size = array.shape[0] // count
+        return convert(array[index * size : (index + 1) * size], shape)
+
+    return take
+
+
+def position_grid(grid: tuple[int, int], num_prefix_tokens: int = 0):
+    """Keep a position table, or resize its patch grid to ``grid`` when the model's
+    resolution differs from the checkpoint's (bicubic, as transformers interpolates)."""
+
+    def convert(array, shape):
+        if array.shape == tuple(shape) or array.ndim != 2 or array.shape[1] != shape[1]:
+            return array
+        return resize_position_grid(np.asarray(array), grid, num_prefix_tokens)
+
+    return convert
+
+
+def dense(prefix: str, layer) -> list[Rule]:
+    rules = [Rule(f"{prefix}.weight", [(layer.kernel, linear)])]
+    if layer.use_bias:
+        rules.append(Rule(f"{prefix}.bias", [(layer.bias, same)]))
+    return rules
+
+
+def layer_norm(prefix: str, layer) -> list[Rule]:
+    return [
+        Rule(f"{prefix}.weight", [(layer.gamma, same)]),
+        Rule(f"{prefix}.bias", [(layer.beta, same)]),
+    ]
+
+
+def mlp(prefix: str, block) -> list[Rule]:
+    return dense(f"{prefix}.fc1", block.fc1) + dense(f"{prefix}.fc2", block.fc2)
+
+
+def hf_encoder(prefix: str, encoder) -> list[Rule]:
+    """A transformers CLIP/SigLIP-style encoder (``{prefix}.layers.N.self_attn.q_proj`` ...)
+    onto a :class:`kvmm.layers.TransformerEncoder`."""
+    rules = []
+    for i, block in enumerate(encoder.blocks):
+        p = f"{prefix}.layers.{i}"
+        attention = block.attention
+        rules += layer_norm(f"{p}.layer_norm1", block.layer_norm1)
+        rules += dense(f"{p}.self_attn.q_proj", attention.query)
+        rules += dense(f"{p}.self_attn.k_proj", attention.key)
+        rules += dense(f"{p}.self_attn.v_proj", attention.value)
+        rules += dense(f"{p}.self_attn.out_proj", attention.output_dense)
+        rules += layer_norm(f"{p}.layer_norm2", block.layer_norm2)
+        rules += mlp(f"{p}.mlp", block.mlp)
+    return rules
