@@ -6,6 +6,7 @@ Each block exists once here; SigLIP, CLIP and BiomedCLIP compose them.
 from kvmm.layers.activations import get_activation
 from kvmm.layers.attention import MultiHeadAttention
 from kvmm.layers.attention_pooling import AttentionPoolingHead
+from kvmm.layers.class_token import ClassToken
 from kvmm.layers.encoder import TransformerEncoder
 from kvmm.layers.encoder_block import TransformerEncoderBlock
 from kvmm.layers.mlp import MLP
@@ -14,6 +15,7 @@ from kvmm.layers.position_embedding import PositionEmbedding, resize_position_gr
 
 __all__ = [
     "AttentionPoolingHead",
+    "ClassToken",
     "MLP",
     "MultiHeadAttention",
     "PatchEmbedding",

@@ -8,7 +8,8 @@
 """
 
 from kvmm.models.siglip.image_processor import SigLIPImageProcessor
-from kvmm.models.siglip.model import SigLIPModel, SigLIPTextEncoder, SigLIPVisionEncoder, l2_normalize
+from kvmm.models.dual_encoder import l2_normalize
+from kvmm.models.siglip.model import SigLIPModel, SigLIPTextEncoder, SigLIPVisionEncoder
 from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
 from kvmm.models.siglip.processor import SigLIPProcessor
 from kvmm.models.siglip.tokenizer import SigLIPTokenizer

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
 from keras import ops
 
 from kvmm.layers import (
@@ -15,24 +14,12 @@ from kvmm.layers import (
     TransformerEncoder,
 )
 from kvmm.layers.initialization import initializer
-
-
-def _as_hw(image_size) -> tuple[int, int]:
-    if isinstance(image_size, int):
-        return (image_size, image_size)
-    height, width = image_size
-    return (int(height), int(width))
-
-
-def l2_normalize(x):
-    """``x / ||x||`` along the last axis, in float32 (as the reference does)."""
-    x = ops.cast(x, "float32")
-    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
-
-
-def _numpy_l2_normalize(x) -> np.ndarray:
-    x = np.asarray(x).astype(np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+from kvmm.models.dual_encoder import (
+    DualEncoder,
+    as_hw,
+    check_images,
+    check_token_ids,
+)
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -60,7 +47,7 @@ class SigLIPVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_size = _as_hw(image_size)
+        self.image_size = as_hw(image_size)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers
@@ -123,22 +110,12 @@ class SigLIPVisionEncoder(keras.Model):
         """Number of patch tokens (no class token in SigLIP)."""
         return self.grid_size[0] * self.grid_size[1]
 
-    def _check_images(self, images):
-        shape = tuple(images.shape)
-        expected = (*self.image_size, 3)
-        if len(shape) != 4 or (None not in shape[1:] and shape[1:] != expected):
-            hint = ""
-            if len(shape) == 4 and shape[1] == 3 and shape[-1] != 3:
-                hint = " Images must be channels-last (N, H, W, 3)."
-            raise ValueError(
-                f"{self.name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3) "
-                f"but got {shape}.{hint} Use the processor of this model "
-                f"(SigLIPProcessor.for_model(model)), or build the model with "
-                f"input_shape=({shape[1] if len(shape) == 4 else '...'}, ...) to change resolution."
-            )
+    @property
+    def output_dim(self) -> int:
+        return self.hidden_dim
 
     def call(self, images, return_hidden_states: bool = False):
-        self._check_images(images)
+        check_images(self.name, self.image_size, images)
         x = self.position_embedding(self.patch_embedding(images))
         x, hidden_states = self.encoder(x, return_hidden_states=True)
         last_hidden_state = self.post_layer_norm(x)
@@ -249,17 +226,7 @@ class SigLIPTextEncoder(keras.Model):
         self.built = True
 
     def call(self, token_ids, return_hidden_states: bool = False):
-        shape = tuple(token_ids.shape)
-        if len(shape) != 2:
-            raise ValueError(
-                f"{self.name} expects token ids of shape (batch, length), got {shape}."
-            )
-        if shape[1] is not None and shape[1] > self.max_length:
-            raise ValueError(
-                f"Text is {shape[1]} tokens long but {self.name} has {self.max_length} "
-                f"positions. Tokenize with sequence_length={self.max_length} "
-                f"(SigLIPProcessor.for_model(model) does this)."
-            )
+        check_token_ids(self.name, self.max_length, token_ids)
         x = self.position_embedding(self.token_embedding(ops.cast(token_ids, "int32")))
         x, hidden_states = self.encoder(x, return_hidden_states=True)
         last_hidden_state = self.final_layer_norm(x)
@@ -291,7 +258,7 @@ class SigLIPTextEncoder(keras.Model):
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class SigLIPModel(keras.Model):
+class SigLIPModel(DualEncoder):
     """SigLIP dual encoder.
 
     Build it through a variant (:func:`SigLIPBaseP16`, :func:`SigLIPLargeP16`,
@@ -329,11 +296,7 @@ class SigLIPModel(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.variant = variant
-        # Set by the weight loader: where the weights came from and the checkpoint's own
-        # vocabulary file (used by SigLIPProcessor.for_model).
-        self.weights_source = None
-        self.vocabulary_path = None
+        self._init_attributes(variant)
         self.layer_norm_epsilon = layer_norm_epsilon
         policy = self.dtype_policy
         self.vision_model = SigLIPVisionEncoder(
@@ -375,44 +338,6 @@ class SigLIPModel(keras.Model):
         )
         self.built = True
 
-    # -- properties used by processors and loaders -------------------------------------
-    @property
-    def image_size(self) -> int | tuple[int, int]:
-        """Input resolution: an int for square inputs, else ``(height, width)``."""
-        height, width = self.vision_model.image_size
-        return height if height == width else (height, width)
-
-    @property
-    def max_text_length(self) -> int:
-        """Number of text positions (64; 16 for so400m-patch14-224)."""
-        return self.text_model.max_length
-
-    @property
-    def vocabulary_size(self) -> int:
-        return self.text_model.vocabulary_size
-
-    @property
-    def embedding_dim(self) -> int:
-        return self.vision_model.hidden_dim
-
-    # -- forward ----------------------------------------------------------------------
-    @staticmethod
-    def _unpack(inputs):
-        if not isinstance(inputs, dict):
-            raise TypeError(
-                'SigLIPModel expects a dict {"images": ..., "token_ids": ...}, '
-                f"got {type(inputs).__name__}."
-            )
-        images = inputs.get("images")
-        token_ids = inputs.get("token_ids", inputs.get("input_ids"))
-        missing = [k for k, v in (("images", images), ("token_ids", token_ids)) if v is None]
-        if missing:
-            raise KeyError(
-                f"SigLIPModel inputs lack {missing}; got keys {sorted(inputs)}. Use "
-                f"encode_images / encode_texts to embed only one modality."
-            )
-        return images, token_ids
-
     def logits(self, image_embeddings, text_embeddings):
         """``(image_logits, text_logits)`` from L2-normalized embeddings, in float32."""
         scale = ops.exp(ops.cast(self.logit_scale, "float32"))
@@ -422,50 +347,6 @@ class SigLIPModel(keras.Model):
         )
         text_logits = text_logits * scale + bias
         return ops.transpose(text_logits), text_logits
-
-    def call(self, inputs):
-        images, token_ids = self._unpack(inputs)
-        image_embeddings = l2_normalize(self.vision_model(images))
-        text_embeddings = l2_normalize(self.text_model(token_ids))
-        image_logits, text_logits = self.logits(image_embeddings, text_embeddings)
-        return {"image_logits": image_logits, "text_logits": text_logits}
-
-    def compute_output_spec(self, inputs):
-        images, token_ids = self._unpack(inputs)
-        n, m = images.shape[0], token_ids.shape[0]
-        return {
-            "image_logits": keras.KerasTensor((n, m), dtype="float32"),
-            "text_logits": keras.KerasTensor((m, n), dtype="float32"),
-        }
-
-    # -- inference helpers --------------------------------------------------------------
-    def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
-        """L2-normalized image embeddings ``(N, embedding_dim)`` as a float32 NumPy array.
-
-        ``images`` is a preprocessed ``(N, H, W, 3)`` batch (the processor's ``"images"``).
-        Runs Keras' inference path (``predict``: XLA on JAX, a ``tf.function`` graph on
-        TensorFlow, eager under ``no_grad`` on PyTorch) in batches of ``batch_size``.
-        For differentiable embeddings, call ``l2_normalize(model.vision_model(images))``.
-        """
-        self.vision_model._check_images(images)
-        pooled = self.vision_model.predict(images, batch_size=batch_size, verbose=0)
-        return _numpy_l2_normalize(pooled)
-
-    def encode_texts(self, token_ids, batch_size: int = 256) -> np.ndarray:
-        """L2-normalized text embeddings ``(M, embedding_dim)`` as a float32 NumPy array.
-
-        ``token_ids`` is the processor's ``"token_ids"`` (``(M, L)``, ``L <= max_text_length``).
-        """
-        token_ids = np.asarray(token_ids)
-        if token_ids.ndim != 2 or token_ids.shape[1] > self.max_text_length:
-            raise ValueError(
-                f"token_ids must be (batch, length <= {self.max_text_length}), "
-                f"got shape {token_ids.shape}."
-            )
-        pooled = self.text_model.predict(
-            token_ids.astype("int32"), batch_size=batch_size, verbose=0
-        )
-        return _numpy_l2_normalize(pooled)
 
     def get_config(self):
         config = super().get_config()
@@ -487,10 +368,3 @@ class SigLIPModel(keras.Model):
             variant=self.variant,
         )
         return config
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        if isinstance(config.get("image_size"), list):
-            config["image_size"] = tuple(config["image_size"])
-        return cls(**config)

@@ -1,0 +1,164 @@
+"""What every image-text dual encoder in kvmm shares: input handling, embeddings, checks."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+
+def as_hw(image_size) -> tuple[int, int]:
+    """``224`` or ``(h, w)`` -> ``(h, w)``."""
+    if isinstance(image_size, (int, np.integer)):
+        return (int(image_size), int(image_size))
+    height, width = image_size
+    return (int(height), int(width))
+
+
+def l2_normalize(x):
+    """``x / ||x||`` along the last axis, in float32 (as the references do)."""
+    x = ops.cast(x, "float32")
+    return x * ops.rsqrt(ops.maximum(ops.sum(ops.square(x), axis=-1, keepdims=True), 1e-24))
+
+
+def numpy_l2_normalize(x) -> np.ndarray:
+    x = np.asarray(x).astype(np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+
+
+def check_images(name: str, image_size: tuple[int, int], images) -> None:
+    """Refuse images that are not ``(batch, H, W, 3)`` at the model's resolution."""
+    shape = tuple(images.shape)
+    expected = (*image_size, 3)
+    if len(shape) != 4 or (None not in shape[1:] and shape[1:] != expected):
+        hint = ""
+        if len(shape) == 4 and shape[1] == 3 and shape[-1] != 3:
+            hint = " Images must be channels-last (N, H, W, 3)."
+        raise ValueError(
+            f"{name} expects images of shape (batch, {expected[0]}, {expected[1]}, 3) but got "
+            f"{shape}.{hint} Use the model's processor (Processor.for_model(model)), or build "
+            f"the model with another input_shape to change its resolution."
+        )
+
+
+def check_token_ids(name: str, max_length: int, token_ids) -> None:
+    """Refuse token ids that are not ``(batch, length <= max_length)``."""
+    shape = tuple(token_ids.shape)
+    if len(shape) != 2:
+        raise ValueError(f"{name} expects token ids of shape (batch, length), got {shape}.")
+    if shape[1] is not None and shape[1] > max_length:
+        raise ValueError(
+            f"Text is {shape[1]} tokens long but {name} has {max_length} positions. Tokenize "
+            f"with sequence_length={max_length} (Processor.for_model(model) does this)."
+        )
+
+
+class DualEncoder(keras.Model):
+    """Base of the image-text models: ``vision_model`` and ``text_model`` towers whose calls
+    return the (unnormalized) embeddings, and ``logits(image_emb, text_emb)``.
+
+    Inputs are ``{"images": (N, H, W, 3), "token_ids": (M, L)}`` (``"input_ids"`` is accepted
+    for ``"token_ids"``, other keys such as a processor's extras are ignored); outputs are
+    ``{"image_logits": (N, M), "text_logits": (M, N)}`` in float32.
+    """
+
+    family = "model"
+
+    def _init_attributes(self, variant):
+        self.variant = variant
+        # Set by the weight loader: where the weights came from, and the checkpoint's own
+        # vocabulary (file and Hub repo) for Processor.for_model(model).
+        self.weights_source = None
+        self.vocabulary_path = None
+        self.vocabulary_repo = None
+
+    # -- properties used by processors and loaders -------------------------------------
+    @property
+    def image_size(self) -> int | tuple[int, int]:
+        """Input resolution: an int for square inputs, else ``(height, width)``."""
+        height, width = self.vision_model.image_size
+        return height if height == width else (height, width)
+
+    @property
+    def max_text_length(self) -> int:
+        """Number of text positions."""
+        return self.text_model.max_length
+
+    @property
+    def vocabulary_size(self) -> int:
+        return self.text_model.vocabulary_size
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.vision_model.output_dim
+
+    # -- forward ----------------------------------------------------------------------
+    def _unpack(self, inputs):
+        if not isinstance(inputs, dict):
+            raise TypeError(
+                f'{type(self).__name__} expects a dict {{"images": ..., "token_ids": ...}}, '
+                f"got {type(inputs).__name__}."
+            )
+        images = inputs.get("images")
+        token_ids = inputs.get("token_ids", inputs.get("input_ids"))
+        missing = [k for k, v in (("images", images), ("token_ids", token_ids)) if v is None]
+        if missing:
+            raise KeyError(
+                f"{type(self).__name__} inputs lack {missing}; got keys {sorted(inputs)}. Use "
+                f"encode_images / encode_texts to embed only one modality."
+            )
+        return images, token_ids
+
+    def call(self, inputs):
+        images, token_ids = self._unpack(inputs)
+        image_embeddings = l2_normalize(self.vision_model(images))
+        text_embeddings = l2_normalize(self.text_model(token_ids))
+        image_logits, text_logits = self.logits(image_embeddings, text_embeddings)
+        return {"image_logits": image_logits, "text_logits": text_logits}
+
+    def logits(self, image_embeddings, text_embeddings):
+        raise NotImplementedError
+
+    def compute_output_spec(self, inputs):
+        images, token_ids = self._unpack(inputs)
+        n, m = images.shape[0], token_ids.shape[0]
+        return {
+            "image_logits": keras.KerasTensor((n, m), dtype="float32"),
+            "text_logits": keras.KerasTensor((m, n), dtype="float32"),
+        }
+
+    # -- inference helpers --------------------------------------------------------------
+    def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
+        """L2-normalized image embeddings ``(N, embedding_dim)`` as a float32 NumPy array.
+
+        ``images`` is a preprocessed ``(N, H, W, 3)`` batch (the processor's ``"images"``).
+        Runs Keras' inference path (``predict``: XLA on JAX, a ``tf.function`` graph on
+        TensorFlow, eager under ``no_grad`` on PyTorch) in batches of ``batch_size``.
+        For differentiable embeddings, call ``l2_normalize(model.vision_model(images))``.
+        """
+        check_images(self.vision_model.name, self.vision_model.image_size, images)
+        pooled = self.vision_model.predict(images, batch_size=batch_size, verbose=0)
+        return numpy_l2_normalize(pooled)
+
+    def encode_texts(self, token_ids, batch_size: int = 256) -> np.ndarray:
+        """L2-normalized text embeddings ``(M, embedding_dim)`` as a float32 NumPy array.
+
+        ``token_ids`` is the processor's ``"token_ids"`` (``(M, L)``, ``L <= max_text_length``).
+        """
+        token_ids = np.asarray(token_ids)
+        if token_ids.ndim != 2 or token_ids.shape[1] > self.max_text_length:
+            raise ValueError(
+                f"token_ids must be (batch, length <= {self.max_text_length}), "
+                f"got shape {token_ids.shape}."
+            )
+        pooled = self.text_model.predict(
+            token_ids.astype("int32"), batch_size=batch_size, verbose=0
+        )
+        return numpy_l2_normalize(pooled)
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        if isinstance(config.get("image_size"), list):
+            config["image_size"] = tuple(config["image_size"])
+        return cls(**config)
