@@ -53,10 +53,13 @@ class NamedWeights:
     max_text_length: int | None = None
     multilingual: bool = False
     revision: str | None = None
+    #: other model arguments this checkpoint sets (e.g. ``{"activation": "gelu"}``)
+    config: dict = dataclasses.field(default_factory=dict)
 
     def overrides(self) -> dict:
         fields = ("image_size", "vocabulary_size", "max_text_length")
-        return {f: getattr(self, f) for f in fields if getattr(self, f) is not None}
+        values = {f: getattr(self, f) for f in fields if getattr(self, f) is not None}
+        return {**values, **self.config}
 
 
 @dataclasses.dataclass
@@ -214,7 +217,7 @@ def apply_key_map(
         for rule in rules:
             array = checkpoint.read(rule.key)
             for variable, convert in rule.targets:
-                variable.assign(np.ascontiguousarray(convert(array, tuple(variable.shape))))
+                variable.assign(np.asarray(convert(array, tuple(variable.shape)), order="C"))
             del array
             bar.update(1)
 
@@ -499,18 +502,26 @@ def _check_coverage(family: ModelFamily, model, rules: list[Rule]) -> None:
 
 
 def _attach_vocabulary(family: ModelFamily, model, source: _Source) -> None:
-    """Remember the checkpoint's own vocabulary file, for ``Processor.for_model(model)``."""
+    """Remember where the checkpoint's own vocabulary is, for ``Processor.for_model(model)``:
+    a local checkpoint folder that holds one of ``family.vocabulary_files``, or the Hub repo
+    the weights came from (the processor fetches from it lazily)."""
     model.weights_source = source.label
+    model.vocabulary_repo = source.repo_id
     model.vocabulary_path = None
-    if source.kind == "folder":
-        found = _find_in_folder(source.path, family.vocabulary_files)
-        model.vocabulary_path = str(found) if found else None
-        return
-    for name in family.vocabulary_files:
-        try:
-            local = hub_file_if_exists(source.repo_id, name, revision=source.revision)
-        except Exception:  # offline with only the weights cached: the processor falls back
-            local = None
-        if local:
-            model.vocabulary_path = local
-            return
+    if source.kind == "folder" and _find_in_folder(source.path, family.vocabulary_files):
+        model.vocabulary_path = str(source.path)
+
+
+def variant_builder(family: ModelFamily, variant: str, doc: str):
+    """The public constructor of ``variant`` (e.g. ``SigLIPBaseP16``): a function taking
+    ``weights``, ``input_shape``, ``name``, ``dtype`` and ``progress``."""
+
+    def build(weights=None, input_shape=None, name=None, dtype=None, progress=None, **kwargs):
+        return create_model(
+            family, variant, weights=weights, input_shape=input_shape, name=name,
+            dtype=dtype, progress=progress, **kwargs,
+        )
+
+    build.__name__ = build.__qualname__ = variant
+    build.__doc__ = doc
+    return build

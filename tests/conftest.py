@@ -161,3 +161,114 @@ def base_checkpoint(tmp_path_factory, spm_vocab):
     del reference
     gc.collect()
     return dict(folder=folder, images=images, token_ids=token_ids, ref=ref, big=big, ref384=ref384)
+
+
+# --- CLIP byte-level BPE vocabulary --------------------------------------------------------
+
+_CLIP_TEXTS = (
+    "a photo of a cat", "a photo of a dog", "A PHOTO OF TWO CATS!", "an astronaut in space",
+    "the cat's toy isn't here, they're gone; we've seen I'm sure you'll see he'd go",
+    "a photo of 2024 cats and 10 dogs... 3.14 1,000,000", "hello!!! ?? (cute) [x] {y} #tag @you",
+    "café crème brûlée naïve façade résumé", "un gato sobre la mesa", "ein Vogel im Baum",
+    "猫が寝ている 犬の写真", "привет мир кошка", "emoji 😀 🐱 👍🏽 ❤️", "tab\tnew\nline  spaces",
+    "photography photographer photographs photo-realistic", "<|startoftext|> <|endoftext|>",
+)
+
+
+def _clip_byte_alphabet() -> list[str]:
+    """GPT-2 / CLIP byte alphabet in byte order: printable bytes map to themselves, the
+    others to code points from 256 upwards."""
+    printable = (
+        list(range(ord("!"), ord("~") + 1))
+        + list(range(ord("¡"), ord("¬") + 1))
+        + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    mapping, extra = {}, 0
+    for byte in range(256):
+        if byte in printable:
+            mapping[byte] = chr(byte)
+        else:
+            mapping[byte] = chr(256 + extra)
+            extra += 1
+    # CLIP orders the vocabulary with the printable bytes first, as bytes_to_unicode does.
+    others = [b for b in range(256) if b not in printable]
+    return [mapping[b] for b in printable + others]
+
+
+def _learn_clip_merges(texts, num_merges: int) -> list[tuple[str, str]]:
+    from collections import Counter
+
+    from tokenizers import Regex, normalizers, pre_tokenizers
+
+    normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+    pattern = (
+        r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|"""
+        r"""[^\s\p{L}\p{N}]+"""
+    )
+    pre = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(pattern), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+    words: Counter = Counter()
+    for text in texts:
+        for piece, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)):
+            symbols = list(piece)
+            symbols[-1] += "</w>"
+            words[tuple(symbols)] += 1
+    merges = []
+    for _ in range(num_merges):
+        pairs: Counter = Counter()
+        for word, count in words.items():
+            for pair in zip(word, word[1:]):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda p: (-pairs[p], p))
+        merges.append(best)
+        merged: Counter = Counter()
+        for word, count in words.items():
+            out, i = [], 0
+            while i < len(word):
+                if i + 1 < len(word) and (word[i], word[i + 1]) == best:
+                    out.append(word[i] + word[i + 1])
+                    i += 2
+                else:
+                    out.append(word[i])
+                    i += 1
+            merged[tuple(out)] += count
+        words = merged
+    return merges
+
+
+def write_clip_vocabulary(folder: Path, num_merges: int = 300) -> Path:
+    """Write ``vocab.json`` + ``merges.txt`` laid out like OpenAI CLIP's into ``folder``."""
+    import json
+
+    sentences = [s for s in _training_sentences(600)] + list(_CLIP_TEXTS) * 5
+    merges = _learn_clip_merges(sentences, num_merges)
+    alphabet = _clip_byte_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet]
+    for left, right in merges:
+        if left + right not in tokens:
+            tokens.append(left + right)
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+    )
+    return folder
+
+
+@pytest.fixture(scope="session")
+def clip_vocab(tmp_path_factory) -> str:
+    """Folder with a small byte-level BPE ``vocab.json`` + ``merges.txt`` in CLIP's layout:
+    256 byte symbols, the same with ``</w>``, merged tokens, then ``<|startoftext|>`` and
+    ``<|endoftext|>`` as the last two ids. No tokenizer_config / special_tokens_map."""
+    return str(write_clip_vocabulary(tmp_path_factory.mktemp("clip_vocab")))

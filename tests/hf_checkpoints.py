@@ -54,21 +54,20 @@ TINY_VARIANT = dict(
 )
 
 
-def build_siglip(config: dict, seed: int = 0, scale: float = 0.02):
-    """A transformers ``SiglipModel`` whose every tensor is drawn at random: weights and
-    biases ~ N(0, scale), LayerNorm scales ~ 1 + N(0, scale), so a mix-up of any two
-    tensors (or of LayerNorm scale and bias) shows in the outputs.
+def build_reference(model_class, config, seed: int = 0, scale: float = 0.02):
+    """A transformers model whose every tensor is drawn at random: weights and biases
+    ~ N(0, scale), LayerNorm scales ~ 1 + N(0, scale), so a mix-up of any two tensors (or
+    of LayerNorm scale and bias) shows in the outputs.
 
     transformers' own initialisation is skipped: it takes half a minute for Large/So400m
     and every value is overwritten anyway.
     """
     import torch
-    from transformers import SiglipConfig, SiglipModel
     from transformers.initialization import no_init_weights
 
     torch.manual_seed(seed)
     with no_init_weights():
-        model = SiglipModel(SiglipConfig(**config)).eval()
+        model = model_class(config).eval()
     with torch.no_grad():
         norms = {
             name
@@ -80,8 +79,25 @@ def build_siglip(config: dict, seed: int = 0, scale: float = 0.02):
             param.normal_(0.0, scale)
             if module in norms and kind == "weight":
                 param.add_(1.0)
-        model.logit_scale.fill_(float(np.log(10.0)) + 0.3)
-        model.logit_bias.fill_(-2.5)
+    return model
+
+
+def build_siglip(config: dict, seed: int = 0, scale: float = 0.02):
+    """A randomly filled transformers ``SiglipModel`` (see :func:`build_reference`)."""
+    from transformers import SiglipConfig, SiglipModel
+
+    model = build_reference(SiglipModel, SiglipConfig(**config), seed, scale)
+    model.logit_scale.data.fill_(float(np.log(10.0)) + 0.3)
+    model.logit_bias.data.fill_(-2.5)
+    return model
+
+
+def build_clip(config: dict, seed: int = 0, scale: float = 0.02):
+    """A randomly filled transformers ``CLIPModel`` (see :func:`build_reference`)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    model = build_reference(CLIPModel, CLIPConfig(**config), seed, scale)
+    model.logit_scale.data.fill_(2.9)
     return model
 
 
@@ -109,6 +125,27 @@ def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path) -> str:
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)
     return revision
+
+
+CLIP_B32 = dict(vision_config=dict(image_size=224, patch_size=32), text_config=dict())
+CLIP_TINY = dict(
+    vision_config=dict(
+        image_size=32, patch_size=8, hidden_size=48, intermediate_size=64,
+        num_hidden_layers=2, num_attention_heads=3,
+    ),
+    text_config=dict(
+        vocab_size=300, hidden_size=24, intermediate_size=40, num_hidden_layers=2,
+        num_attention_heads=2, max_position_embeddings=16, eos_token_id=299, bos_token_id=298,
+        pad_token_id=299,
+    ),
+    projection_dim=20,
+)
+CLIP_TINY_VARIANT = dict(
+    patch_size=8, vision_hidden_dim=48, vision_num_layers=2, vision_num_heads=3,
+    vision_intermediate_dim=64, text_hidden_dim=24, text_num_layers=2, text_num_heads=2,
+    text_intermediate_dim=40, projection_dim=20, image_size=32, vocabulary_size=300,
+    max_text_length=16, eos_token_id=299,
+)
 
 
 def reference_outputs(model, images: np.ndarray, token_ids: np.ndarray, **kwargs) -> dict:

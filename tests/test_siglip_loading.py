@@ -111,7 +111,7 @@ def test_weights_h5_round_trip(tiny_folder, tiny_inputs, tmp_path):
 def test_folder_records_its_vocabulary(tiny_reference, tmp_path, spm_vocab):
     folder = hfc.save_checkpoint(tiny_reference, tmp_path / "with-vocab", vocabulary=spm_vocab)
     model = build_tiny(weights=str(folder))
-    assert model.vocabulary_path == str(folder / "spiece.model")
+    assert model.vocabulary_path == str(folder) and model.vocabulary_repo is None
     assert model.weights_source == str(folder)
 
 

@@ -7,6 +7,7 @@ import dataclasses
 
 import hf_checkpoints as hfc
 from kvmm.loading import NamedWeights, create_model
+from kvmm.models.clip import CLIP
 from kvmm.models.siglip import SIGLIP
 
 TINY_REPO = "kvmm-tests/siglip-tiny-patch8-32"
@@ -19,3 +20,12 @@ TINY_FAMILY = dataclasses.replace(
 
 def build_tiny(weights=None, **kwargs):
     return create_model(TINY_FAMILY, "SigLIPTiny", weights=weights, **kwargs)
+
+
+CLIP_TINY_FAMILY = dataclasses.replace(
+    CLIP, variants={**CLIP.variants, "ClipTiny": hfc.CLIP_TINY_VARIANT}
+)
+
+
+def build_clip_tiny(weights=None, **kwargs):
+    return create_model(CLIP_TINY_FAMILY, "ClipTiny", weights=weights, **kwargs)

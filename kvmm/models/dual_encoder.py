@@ -112,9 +112,13 @@ class DualEncoder(keras.Model):
     def call(self, inputs):
         images, token_ids = self._unpack(inputs)
         image_embeddings = l2_normalize(self.vision_model(images))
-        text_embeddings = l2_normalize(self.text_model(token_ids))
+        text_embeddings = l2_normalize(self.text_model(token_ids, **self._text_arguments(inputs)))
         image_logits, text_logits = self.logits(image_embeddings, text_embeddings)
         return {"image_logits": image_logits, "text_logits": text_logits}
+
+    def _text_arguments(self, inputs) -> dict:
+        """Extra inputs of the text tower taken from the input dict (e.g. a padding mask)."""
+        return {}
 
     def logits(self, image_embeddings, text_embeddings):
         raise NotImplementedError

@@ -36,6 +36,8 @@ class SigLIPProcessor:
             from the Hugging Face Hub (``google/siglip-base-patch16-224``, or
             ``google/siglip-base-patch16-256-multilingual`` when ``multilingual=True``),
             lazily: only when text is first tokenized, so image-only use needs no network.
+        vocabulary_repo: fetch the default ``spiece.model`` from this Hugging Face repo
+            instead (``for_model`` sets it to the repo the model's weights came from).
             The Hugging Face cache, ``HF_HOME`` and ``HF_HUB_OFFLINE`` work as usual.
 
     Calling it returns a dict of NumPy arrays:
@@ -68,6 +70,7 @@ class SigLIPProcessor:
         image_size: int | Sequence[int] = 224,
         sequence_length: int = 64,
         vocabulary: str | os.PathLike | None = None,
+        vocabulary_repo: str | None = None,
     ) -> None:
         if not isinstance(sequence_length, (int, np.integer)) or sequence_length < 1:
             raise ValueError(f"sequence_length must be a positive int, got {sequence_length!r}.")
@@ -75,6 +78,7 @@ class SigLIPProcessor:
         self.sequence_length = int(sequence_length)
         self.image_processor = SigLIPImageProcessor(image_size)
         self.vocabulary = None if vocabulary is None else resolve_vocabulary_path(vocabulary)
+        self._vocabulary_repo = vocabulary_repo
         self._tokenizer: SigLIPTokenizer | None = None
 
     @classmethod
@@ -83,8 +87,9 @@ class SigLIPProcessor:
 
         Reads ``model.image_size``, ``model.max_text_length`` (16 for so400m-patch14-224,
         64 otherwise), ``model.vocabulary_size`` (250000 means the multilingual vocabulary)
-        and, when the weights came from a checkpoint folder that has one,
-        ``model.vocabulary_path`` (that checkpoint's ``spiece.model``, preferred).
+        and where the checkpoint's own ``spiece.model`` is: ``model.vocabulary_path`` (the
+        local checkpoint folder that has one, preferred) or ``model.vocabulary_repo`` (the
+        Hub repo the weights came from; fetched on first use of text).
 
         >>> model = kvmm.models.siglip.SigLIPSo400mP14(weights="google_224")  # doctest: +SKIP
         >>> SigLIPProcessor.for_model(model)                                 # doctest: +SKIP
@@ -95,6 +100,7 @@ class SigLIPProcessor:
             image_size=model.image_size,
             sequence_length=int(model.max_text_length),
             vocabulary=getattr(model, "vocabulary_path", None) or None,
+            vocabulary_repo=getattr(model, "vocabulary_repo", None) or None,
         )
 
     @property
@@ -105,7 +111,10 @@ class SigLIPProcessor:
 
     @property
     def vocabulary_repo(self) -> str:
-        """The Hugging Face repository the default vocabulary comes from."""
+        """The Hugging Face repository the default vocabulary comes from: ``vocabulary_repo``
+        when given, else Google's English (or, with ``multilingual``, multilingual) one."""
+        if self._vocabulary_repo:
+            return self._vocabulary_repo
         return MULTILINGUAL_VOCABULARY_REPO if self.multilingual else ENGLISH_VOCABULARY_REPO
 
     @property

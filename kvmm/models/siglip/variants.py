@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from kvmm.loading import ModelFamily, create_model
+from kvmm.loading import ModelFamily, variant_builder
 from kvmm.models.siglip.convert import config_from_checkpoint, siglip_key_map
 from kvmm.models.siglip.model import SigLIPModel
 from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
@@ -58,23 +58,15 @@ _DOC = """{title}
 
 
 def _variant(variant: str, title: str):
-    def build(weights=None, input_shape=None, name=None, dtype=None, progress=None, **kwargs):
-        return create_model(
-            SIGLIP, variant, weights=weights, input_shape=input_shape, name=name, dtype=dtype,
-            progress=progress, **kwargs,
-        )
-
     names = list(SIGLIP_WEIGHTS[variant])
-    build.__name__ = build.__qualname__ = variant
-    build.__doc__ = _DOC.format(
+    return variant_builder(SIGLIP, variant, _DOC.format(
         title=title,
         names=", ".join(f'``"{n}"``' for n in names),
         default=SIGLIP_VARIANTS[variant]["image_size"],
         lower=variant.lower(),
         variant=variant,
         example=names[0],
-    )
-    return build
+    ))
 
 
 SigLIPBaseP16 = _variant("SigLIPBaseP16", "SigLIP Base, 16px patches (ViT-B/16 image tower, 768 wide, 12 layers).")
