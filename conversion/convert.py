@@ -4,6 +4,7 @@
     python conversion/convert.py SigLIPBaseP16 --weights ./siglip-folder --out m.weights.h5 --verify
     python conversion/convert.py SigLIPSo400mP14 --weights hf:google/siglip-so400m-patch14-384 \\
         --input-shape 448 --out so400m448.weights.h5
+    python conversion/convert.py ClipVitLarge14 --weights openai_336 --out l14-336.weights.h5 --verify
 
 The key map used is the one the library loads with (``kvmm/models/<family>/convert.py``);
 this script only drives it. ``--verify`` runs the same random inputs through transformers
@@ -22,12 +23,13 @@ import numpy as np
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from conversion.verify import verify_siglip  # noqa: E402
+from conversion.verify import verify as verify_against_reference  # noqa: E402
 from kvmm.errors import KvmmError  # noqa: E402
 from kvmm.loading import create_model, save_weights_atomic  # noqa: E402
+from kvmm.models.clip import CLIP  # noqa: E402
 from kvmm.models.siglip import SIGLIP  # noqa: E402
 
-FAMILIES = {variant: SIGLIP for variant in SIGLIP.variants}
+FAMILIES = {variant: family for family in (SIGLIP, CLIP) for variant in family.variants}
 
 
 def convert(variant, weights, out, input_shape=None, verify=False, tolerance=1e-4,
@@ -45,7 +47,7 @@ def convert(variant, weights, out, input_shape=None, verify=False, tolerance=1e-
     model = create_model(family, variant, weights=weights, input_shape=input_shape)
     report = None
     if verify:
-        report = verify_siglip(model, weights, family=family)
+        report = verify_against_reference(model, weights, family)
         for key, value in report.items():
             log(f"  max |kvmm - transformers| {key:>14}: {value:.2e}")
         worst = max(report["image_embeds"], report["text_embeds"])

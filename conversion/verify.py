@@ -20,16 +20,19 @@ def _reference_source(family, variant, weights) -> str:
     raise ValueError(f"Cannot verify {weights!r}: transformers cannot read {source.kind} files.")
 
 
-def verify_siglip(model, weights, family=None, num_images=2, num_texts=3, seed=0) -> dict:
-    """Run random inputs through ``model`` and transformers' ``SiglipModel`` loaded from the
-    same checkpoint; return max abs differences of embeddings and logits."""
+#: transformers class that each kvmm family is checked against.
+REFERENCE_CLASSES = {"SigLIP": "SiglipModel", "CLIP": "CLIPModel"}
+
+
+def verify(model, weights, family, num_images=2, num_texts=3, seed=0) -> dict:
+    """Run random inputs through ``model`` and the transformers model loaded from the same
+    checkpoint; return max abs differences of embeddings and logits."""
     import torch
-    from transformers import SiglipModel
+    import transformers
 
-    from kvmm.models.siglip import SIGLIP
-
-    family = family or SIGLIP
-    reference = SiglipModel.from_pretrained(_reference_source(family, model.variant, weights)).eval()
+    reference_class = getattr(transformers, REFERENCE_CLASSES[family.name])
+    source = _reference_source(family, model.variant, weights)
+    reference = reference_class.from_pretrained(source).eval()
     height, width = model.vision_model.image_size
     rng = np.random.default_rng(seed)
     images = rng.uniform(-1, 1, (num_images, height, width, 3)).astype("float32")

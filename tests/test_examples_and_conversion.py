@@ -15,7 +15,7 @@ import hf_checkpoints as hfc
 from conversion.convert import convert
 from conversion.convert import main as convert_main
 from kvmm.errors import KvmmError
-from tiny_family import TINY_FAMILY, build_tiny
+from tiny_family import CLIP_TINY_FAMILY, TINY_FAMILY, build_clip_tiny, build_tiny
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def test_verification_failure_is_reported_and_writes_nothing(tmp_path, monkeypat
     from conversion import convert as convert_module
 
     folder = hfc.save_checkpoint(hfc.build_siglip(hfc.TINY, seed=23), tmp_path / "tiny")
-    monkeypatch.setattr(convert_module, "verify_siglip", lambda *a, **k: {
+    monkeypatch.setattr(convert_module, "verify_against_reference", lambda *a, **k: {
         "image_embeds": 0.5, "text_embeds": 0.0, "image_logits": 0.0})
     out = tmp_path / "bad.weights.h5"
     with pytest.raises(KvmmError, match="Verification failed"):
@@ -79,3 +79,16 @@ def test_convert_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith("error: Unknown weights 'google_999'")
     assert convert_main(["SigLIPBaseP16", "--weights", "google_224", "--out", str(tmp_path / "x.h5")]) == 1
     assert "must end with '.weights.h5'" in capsys.readouterr().err
+
+
+def test_convert_and_verify_a_clip_checkpoint(tmp_path):
+    folder = hfc.save_checkpoint(hfc.build_clip(hfc.CLIP_TINY, seed=24), tmp_path / "clip")
+    out = tmp_path / "clip.weights.h5"
+    report = convert("ClipTiny", str(folder), out, verify=True, family=CLIP_TINY_FAMILY,
+                     log=lambda *_: None)
+    assert max(report.values()) < 1e-4
+    images = np.zeros((1, 32, 32, 3), "float32")
+    np.testing.assert_array_equal(
+        build_clip_tiny(weights=str(out)).encode_images(images),
+        build_clip_tiny(weights=str(folder)).encode_images(images),
+    )
