@@ -7,14 +7,6 @@ import numpy as np
 from keras import ops
 
 
-def as_hw(image_size) -> tuple[int, int]:
-    """``224`` or ``(h, w)`` -> ``(h, w)``."""
-    if isinstance(image_size, (int, np.integer)):
-        return (int(image_size), int(image_size))
-    height, width = image_size
-    return (int(height), int(width))
-
-
 def l2_normalize(x):
     """``x / ||x||`` along the last axis, in float32 (as the references do)."""
     x = ops.cast(x, "float32")

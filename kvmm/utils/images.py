@@ -195,3 +195,19 @@ def _to_uint8(array: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
             f"floats in [0, 1] (or whole numbers in 0..255)."
         )
     raise ImageReadError(f"Image array of shape {shape} has unsupported dtype {dtype}.")
+
+
+def image_size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    """``S`` or ``(height, width)`` -> ``(height, width)``, validated (positive ints)."""
+    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
+        height = width = int(image_size)
+    else:
+        try:
+            height, width = (int(v) for v in image_size)  # type: ignore[union-attr]
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"image_size must be an int or a (height, width) pair, got {image_size!r}."
+            ) from None
+    if height < 1 or width < 1:
+        raise ValueError(f"image_size must be positive, got {image_size!r}.")
+    return height, width

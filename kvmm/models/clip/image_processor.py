@@ -28,28 +28,13 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from kvmm.utils.images import ImageLike, load_images
+from kvmm.utils.images import ImageLike, image_size_pair, load_images
 
 #: OpenAI CLIP's normalization constants (transformers' ``OPENAI_CLIP_MEAN`` / ``_STD``).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
 _RESCALE = 1 / 255
-
-
-def _as_height_width(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        height = width = int(image_size)
-    else:
-        try:
-            height, width = (int(v) for v in image_size)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"image_size must be an int or a (height, width) pair, got {image_size!r}."
-            ) from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}.")
-    return height, width
 
 
 def resized_size(height: int, width: int, shortest_edge: int) -> tuple[int, int]:
@@ -96,7 +81,7 @@ class CLIPImageProcessor:
     def __init__(
         self, image_size: int | Sequence[int] = 224, shortest_edge: int | None = None
     ) -> None:
-        self.image_size = _as_height_width(image_size)
+        self.image_size = image_size_pair(image_size)
         if shortest_edge is None:
             shortest_edge = max(self.image_size)
         if (

@@ -9,7 +9,8 @@ from keras import ops
 
 from kvmm.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerEncoder
 from kvmm.layers.initialization import initializer
-from kvmm.models.dual_encoder import DualEncoder, as_hw, check_images, check_token_ids
+from kvmm.models.dual_encoder import DualEncoder, check_images, check_token_ids
+from kvmm.utils.images import image_size_pair
 
 
 def _projection(dim, policy, name):
@@ -51,7 +52,7 @@ class CLIPVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_size = as_hw(image_size)
+        self.image_size = image_size_pair(image_size)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers

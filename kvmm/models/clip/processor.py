@@ -16,14 +16,14 @@ from kvmm.models.clip.tokenizer import (
     CLIPTokenizer,
     resolve_vocabulary_files,
 )
-from kvmm.utils.images import ImageLike
+from kvmm.models.processor import Processor
 
 #: The checkpoint whose vocabulary is the default (every OpenAI and LAION CLIP checkpoint
 #: shares the same 49408-entry BPE vocabulary).
 DEFAULT_VOCABULARY_REPO = "openai/clip-vit-base-patch32"
 
 
-class CLIPProcessor:
+class CLIPProcessor(Processor):
     """Prepare text and images for a CLIP model.
 
     Args:
@@ -113,12 +113,6 @@ class CLIPProcessor:
         )
 
     @property
-    def image_size(self) -> int | tuple[int, int]:
-        """Output image size: an int when square, else ``(height, width)``."""
-        height, width = self.image_processor.image_size
-        return height if height == width else (height, width)
-
-    @property
     def tokenizer(self) -> CLIPTokenizer:
         """The text tokenizer; the first access fetches the default vocabulary if needed."""
         if self._tokenizer is None:
@@ -128,35 +122,13 @@ class CLIPProcessor:
             self._tokenizer = CLIPTokenizer(path, sequence_length=self.sequence_length)
         return self._tokenizer
 
-    def __call__(
-        self,
-        text: str | Sequence[str] | None = None,
-        images: ImageLike | Sequence[ImageLike] | None = None,
-        image_paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Process ``text`` and/or images (``images`` or ``image_paths``, one or a list)."""
-        if text is None and images is None and image_paths is None:
-            raise ValueError("Give text, images or image_paths (none was given).")
-        if images is not None and image_paths is not None:
-            raise ValueError("Give images or image_paths, not both.")
-        outputs: dict[str, np.ndarray] = {}
-        if image_paths is not None:
-            paths = [image_paths] if isinstance(image_paths, (str, os.PathLike)) else image_paths
-            for index, path in enumerate(paths):
-                if not isinstance(path, (str, os.PathLike)):
-                    raise TypeError(
-                        f"image_paths[{index}] is a {type(path).__name__}, not a path; "
-                        f"pass images=... for PIL images and arrays."
-                    )
-            images = list(paths)
-        if images is not None:
-            outputs["images"] = self.image_processor(images)
-        if text is not None:
-            tokens = self.tokenizer(text)
-            outputs["token_ids"] = tokens["token_ids"]
-            outputs["input_ids"] = tokens["token_ids"]
-            outputs["padding_mask"] = tokens["padding_mask"]
-        return outputs
+    def _encode_text(self, text):
+        tokens = self.tokenizer(text)
+        return {
+            "token_ids": tokens["token_ids"],
+            "input_ids": tokens["token_ids"],
+            "padding_mask": tokens["padding_mask"],
+        }
 
     def __repr__(self) -> str:
         vocabulary = self.vocabulary if self.vocabulary is not None else (

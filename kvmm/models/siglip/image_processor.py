@@ -16,26 +16,11 @@ from collections.abc import Sequence
 import numpy as np
 import PIL.Image
 
-from kvmm.utils.images import ImageLike, load_images
+from kvmm.utils.images import ImageLike, image_size_pair, load_images
 
 _RESCALE = 1 / 255
 _MEAN = np.float32(0.5)
 _STD = np.float32(0.5)
-
-
-def _as_height_width(image_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(image_size, (int, np.integer)) and not isinstance(image_size, bool):
-        height = width = int(image_size)
-    else:
-        try:
-            height, width = (int(v) for v in image_size)  # type: ignore[union-attr]
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"image_size must be an int or a (height, width) pair, got {image_size!r}."
-            ) from None
-    if height < 1 or width < 1:
-        raise ValueError(f"image_size must be positive, got {image_size!r}.")
-    return height, width
 
 
 class SigLIPImageProcessor:
@@ -59,7 +44,7 @@ class SigLIPImageProcessor:
     """
 
     def __init__(self, image_size: int | Sequence[int] = 224) -> None:
-        self.image_size = _as_height_width(image_size)
+        self.image_size = image_size_pair(image_size)
 
     def preprocess(self, image: PIL.Image.Image) -> np.ndarray:
         """One RGB PIL image -> ``float32 (H, W, 3)``."""

@@ -16,10 +16,10 @@ from kvmm.layers import (
 from kvmm.layers.initialization import initializer
 from kvmm.models.dual_encoder import (
     DualEncoder,
-    as_hw,
     check_images,
     check_token_ids,
 )
+from kvmm.utils.images import image_size_pair
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -47,7 +47,7 @@ class SigLIPVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self.image_size = as_hw(image_size)
+        self.image_size = image_size_pair(image_size)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
         self.num_layers = num_layers

@@ -10,7 +10,7 @@ import numpy as np
 
 from kvmm.models.siglip.image_processor import SigLIPImageProcessor
 from kvmm.models.siglip.tokenizer import SigLIPTokenizer, resolve_vocabulary_path
-from kvmm.utils.images import ImageLike
+from kvmm.models.processor import Processor
 
 #: Checkpoints whose ``spiece.model`` is the default vocabulary.
 ENGLISH_VOCABULARY_REPO = "google/siglip-base-patch16-224"
@@ -20,7 +20,7 @@ VOCABULARY_FILENAME = "spiece.model"
 MULTILINGUAL_VOCABULARY_SIZE = 250000
 
 
-class SigLIPProcessor:
+class SigLIPProcessor(Processor):
     """Prepare text and images for a SigLIP model.
 
     Args:
@@ -104,12 +104,6 @@ class SigLIPProcessor:
         )
 
     @property
-    def image_size(self) -> int | tuple[int, int]:
-        """Output image size: an int when square, else ``(height, width)``."""
-        height, width = self.image_processor.image_size
-        return height if height == width else (height, width)
-
-    @property
     def vocabulary_repo(self) -> str:
         """The Hugging Face repository the default vocabulary comes from: ``vocabulary_repo``
         when given, else Google's English (or, with ``multilingual``, multilingual) one."""
@@ -129,34 +123,9 @@ class SigLIPProcessor:
             self._tokenizer = SigLIPTokenizer(path, sequence_length=self.sequence_length)
         return self._tokenizer
 
-    def __call__(
-        self,
-        text: str | Sequence[str] | None = None,
-        images: ImageLike | Sequence[ImageLike] | None = None,
-        image_paths: str | os.PathLike | Sequence[str | os.PathLike] | None = None,
-    ) -> dict[str, np.ndarray]:
-        """Process ``text`` and/or images (``images`` or ``image_paths``, one or a list)."""
-        if text is None and images is None and image_paths is None:
-            raise ValueError("Give text, images or image_paths (none was given).")
-        if images is not None and image_paths is not None:
-            raise ValueError("Give images or image_paths, not both.")
-        outputs: dict[str, np.ndarray] = {}
-        if image_paths is not None:
-            paths = [image_paths] if isinstance(image_paths, (str, os.PathLike)) else image_paths
-            for index, path in enumerate(paths):
-                if not isinstance(path, (str, os.PathLike)):
-                    raise TypeError(
-                        f"image_paths[{index}] is a {type(path).__name__}, not a path; "
-                        f"pass images=... for PIL images and arrays."
-                    )
-            images = list(paths)
-        if images is not None:
-            outputs["images"] = self.image_processor(images)
-        if text is not None:
-            token_ids = self.tokenizer(text)
-            outputs["token_ids"] = token_ids
-            outputs["input_ids"] = token_ids
-        return outputs
+    def _encode_text(self, text):
+        token_ids = self.tokenizer(text)
+        return {"token_ids": token_ids, "input_ids": token_ids}
 
     def __repr__(self) -> str:
         if self.vocabulary is not None:
