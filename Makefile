@@ -27,7 +27,7 @@ test: install
 	done
 
 bench: install
-	$(BIN)/python benchmarks/siglip_speed.py
+	$(BIN)/python benchmarks/encoders_speed.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info
