@@ -80,3 +80,24 @@ def hf_encoder(prefix: str, encoder) -> list[Rule]:
         rules += layer_norm(f"{p}.layer_norm2", block.layer_norm2)
         rules += mlp(f"{p}.mlp", block.mlp)
     return rules
+
+
+def hf_tower_arguments(vision: dict, text: dict) -> dict:
+    """kvmm model arguments from transformers-style ``vision_config`` / ``text_config``
+    dicts (defaults already filled in): the part every dual-encoder family shares."""
+    image_size = vision["image_size"]
+    return dict(
+        image_size=image_size if isinstance(image_size, int) else tuple(image_size),
+        patch_size=vision["patch_size"],
+        vision_hidden_dim=vision["hidden_size"],
+        vision_num_layers=vision["num_hidden_layers"],
+        vision_num_heads=vision["num_attention_heads"],
+        vision_intermediate_dim=vision["intermediate_size"],
+        vocabulary_size=text["vocab_size"],
+        max_text_length=text["max_position_embeddings"],
+        text_hidden_dim=text["hidden_size"],
+        text_num_layers=text["num_hidden_layers"],
+        text_num_heads=text["num_attention_heads"],
+        text_intermediate_dim=text["intermediate_size"],
+        layer_norm_epsilon=vision["layer_norm_eps"],
+    )

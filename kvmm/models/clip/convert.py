@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from kvmm.errors import WeightsError
 from kvmm.loading import Rule
-from kvmm.models.keymap import conv, dense, hf_encoder, layer_norm, position_grid, same
+from kvmm.models.keymap import (
+    conv,
+    dense,
+    hf_encoder,
+    hf_tower_arguments,
+    layer_norm,
+    position_grid,
+    same,
+)
 
 
 def vision_key_map(vision, prefix: str = "vision_model", projection: str = "visual_projection"):
@@ -74,22 +82,9 @@ def config_from_checkpoint(config: dict) -> dict:
             f"Unsupported CLIP activations: vision {vision['hidden_act']!r}, text "
             f"{text['hidden_act']!r} (kvmm supports 'quick_gelu' and 'gelu', the same in both)."
         )
-    image_size = vision["image_size"]
     return dict(
-        image_size=image_size if isinstance(image_size, int) else tuple(image_size),
-        patch_size=vision["patch_size"],
-        vision_hidden_dim=vision["hidden_size"],
-        vision_num_layers=vision["num_hidden_layers"],
-        vision_num_heads=vision["num_attention_heads"],
-        vision_intermediate_dim=vision["intermediate_size"],
-        vocabulary_size=text["vocab_size"],
-        max_text_length=text["max_position_embeddings"],
-        text_hidden_dim=text["hidden_size"],
-        text_num_layers=text["num_hidden_layers"],
-        text_num_heads=text["num_attention_heads"],
-        text_intermediate_dim=text["intermediate_size"],
+        hf_tower_arguments(vision, text),
         projection_dim=config.get("projection_dim", 512),
         activation=activation,
-        layer_norm_epsilon=vision["layer_norm_eps"],
         eos_token_id=text["eos_token_id"],
     )

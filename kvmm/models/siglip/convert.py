@@ -12,6 +12,7 @@ from kvmm.models.keymap import (
     conv,
     dense,
     hf_encoder,
+    hf_tower_arguments,
     layer_norm,
     linear,
     mlp,
@@ -110,19 +111,4 @@ def config_from_checkpoint(config: dict) -> dict:
             f"The checkpoint's text projection ({projection}) differs from the vision width "
             f"({vision['hidden_size']}); kvmm's SigLIP needs them equal."
         )
-    image_size = vision["image_size"]
-    return dict(
-        image_size=image_size if isinstance(image_size, int) else tuple(image_size),
-        patch_size=vision["patch_size"],
-        vision_hidden_dim=vision["hidden_size"],
-        vision_num_layers=vision["num_hidden_layers"],
-        vision_num_heads=vision["num_attention_heads"],
-        vision_intermediate_dim=vision["intermediate_size"],
-        vocabulary_size=text["vocab_size"],
-        max_text_length=text["max_position_embeddings"],
-        text_hidden_dim=text["hidden_size"],
-        text_num_layers=text["num_hidden_layers"],
-        text_num_heads=text["num_attention_heads"],
-        text_intermediate_dim=text["intermediate_size"],
-        layer_norm_epsilon=vision["layer_norm_eps"],
-    )
+    return hf_tower_arguments(vision, text)
