@@ -113,6 +113,16 @@ class DualEncoder(keras.Model):
         return {}
 
     def logits(self, image_embeddings, text_embeddings):
+        """``(image_logits, text_logits)`` from L2-normalized embeddings, in float32."""
+        cosine = ops.matmul(
+            ops.cast(text_embeddings, "float32"),
+            ops.transpose(ops.cast(image_embeddings, "float32")),
+        )
+        text_logits = self._scale_logits(cosine)
+        return ops.transpose(text_logits), text_logits
+
+    def _scale_logits(self, cosine):
+        """Cosine similarities ``(texts, images)`` -> the family's logits."""
         raise NotImplementedError
 
     def compute_output_spec(self, inputs):

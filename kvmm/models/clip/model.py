@@ -361,15 +361,8 @@ class CLIPModel(DualEncoder):
     def _text_arguments(self, inputs) -> dict:
         return {"padding_mask": inputs.get("padding_mask")}
 
-    def logits(self, image_embeddings, text_embeddings):
-        """``(image_logits, text_logits)`` from L2-normalized embeddings, in float32."""
-        scale = ops.exp(ops.cast(self.logit_scale, "float32"))
-        text_logits = ops.matmul(
-            ops.cast(text_embeddings, "float32"),
-            ops.transpose(ops.cast(image_embeddings, "float32")),
-        )
-        text_logits = text_logits * scale
-        return ops.transpose(text_logits), text_logits
+    def _scale_logits(self, cosine):
+        return cosine * ops.exp(ops.cast(self.logit_scale, "float32"))
 
     def get_config(self):
         config = super().get_config()

@@ -338,15 +338,9 @@ class SigLIPModel(DualEncoder):
         )
         self.built = True
 
-    def logits(self, image_embeddings, text_embeddings):
-        """``(image_logits, text_logits)`` from L2-normalized embeddings, in float32."""
+    def _scale_logits(self, cosine):
         scale = ops.exp(ops.cast(self.logit_scale, "float32"))
-        bias = ops.cast(self.logit_bias, "float32")
-        text_logits = ops.matmul(
-            ops.cast(text_embeddings, "float32"), ops.transpose(ops.cast(image_embeddings, "float32"))
-        )
-        text_logits = text_logits * scale + bias
-        return ops.transpose(text_logits), text_logits
+        return cosine * scale + ops.cast(self.logit_bias, "float32")
 
     def get_config(self):
         config = super().get_config()
