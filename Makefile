@@ -9,11 +9,14 @@ PYTEST_ARGS ?=
 
 .PHONY: install test bench clean
 
-# torch is pinned to the CPU wheel: an unpinned torch pulls a multi-GB CUDA build.
+# torch and torchvision are pinned to the pair this machine holds on local disk (open_clip
+# and timm, the BiomedCLIP reference, need torchvision); an unpinned torch downloads a
+# multi-GB build. Users who only run kvmm need neither (`pip install kvmm[jax]`).
+TORCH_PINS ?= "torch==2.14.1" "torchvision==0.29.1"
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet "torch==2.13.0" -e ".[jax,tensorflow,test]"
+	$(BIN)/python -m pip install --quiet $(TORCH_PINS) -e ".[jax,tensorflow,search,test]"
 	touch $@
 
 install: $(VENV)/.installed
