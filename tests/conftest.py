@@ -12,6 +12,11 @@
 
 from __future__ import annotations
 
+# torch first: with KERAS_BACKEND=tensorflow, transformers importing torch._dynamo (and with it
+# triton) after TensorFlow has loaded segfaults in this environment; the other order is fine.
+import torch  # noqa: F401
+import torch._dynamo  # noqa: F401
+
 import random
 from pathlib import Path
 
