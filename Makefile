@@ -29,8 +29,10 @@ test: install
 		KERAS_BACKEND=$$backend HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -p no:cacheprovider $(PYTEST_ARGS); \
 	done
 
+# make bench BENCH_ARGS="--quick" (or --families siglip --batches 1,8,32 --backends jax ...)
+BENCH_ARGS ?=
 bench: install
-	$(BIN)/python benchmarks/encoders_speed.py
+	$(BIN)/python benchmarks/encoders_speed.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

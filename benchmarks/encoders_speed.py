@@ -69,7 +69,11 @@ MODELS = {
         hf_config_class="SiglipConfig",
         hf_model_class="SiglipModel",
         model_type="siglip",
+        family="siglip",
+        image_size=IMAGE_SIZE,
         patch_size=16,
+        # vision tower geometry, for the FLOP count (% of the machine's matmul rate)
+        vision=dict(width=768, mlp=3072, layers=12, class_token=False, map_head=True),
         hf_config=dict(vision_config=dict(image_size=IMAGE_SIZE, patch_size=16), text_config=dict()),
         folder_name="siglip-base-patch16-224-random",
         # SigLIP's tokenizer: text tokens + EOS (1), padded to 64 with the pad id (1).
@@ -88,7 +92,10 @@ MODELS = {
         hf_config_class="CLIPConfig",
         hf_model_class="CLIPModel",
         model_type="clip",
+        family="clip",
+        image_size=IMAGE_SIZE,
         patch_size=32,
+        vision=dict(width=768, mlp=3072, layers=12, class_token=True, map_head=False),
         hf_config=dict(vision_config=dict(image_size=IMAGE_SIZE, patch_size=32), text_config=dict()),
         folder_name="clip-vit-base-patch32-random",
         # CLIP's tokenizer: BOS (49406) + tokens + EOS (49407), padded to 77 with EOS.
@@ -99,8 +106,27 @@ MODELS = {
         image_note="random images in [-1, 1] (about the CLIP processor's range)",
     ),
 }
+# SigLIP Base/16 at the other checkpoint resolutions (google/siglip-base-patch16-256/384/
+# 512): the same weights shapes but for the position table, 256 / 576 / 1024 image tokens
+# instead of 196, to show how the cost grows with the number of tokens.
+for _size in (256, 384, 512):
+    MODELS[f"siglip-base16-{_size}"] = dict(
+        MODELS["siglip-base16"],
+        title=f"SigLIP Base/16-{_size}",
+        result_stem=f"siglip_base_{_size}",
+        image_size=_size,
+        hf_config=dict(vision_config=dict(image_size=_size, patch_size=16), text_config=dict()),
+        folder_name=f"siglip-base-patch16-{_size}-random",
+    )
+#: ``--families``: which models each family stands for.
+FAMILIES = {
+    "siglip": ["siglip-base16", "siglip-base16-256", "siglip-base16-384", "siglip-base16-512"],
+    "clip": ["clip-b32"],
+}
+# BiomedCLIP (open_clip as its reference) is not wired in yet: add a MODELS entry with an
+# open_clip reference engine once kvmm.models.biomedclip exists.
 UNITS = {"images": "images/s", "texts": "texts/s"}
-DEFAULT_BATCHES = {"images": "8,32", "texts": "32,256"}
+DEFAULT_BATCHES = {"images": "1,8,32", "texts": "1,32,256"}
 QUICK_BATCHES = {"images": "2", "texts": "2"}
 
 
@@ -215,11 +241,11 @@ def _set_framework_threads(threads: int, frameworks: set[str]) -> None:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
 
 
-def _random_images(n: int):
+def _random_images(n: int, size: int = IMAGE_SIZE):
     import numpy as np
 
     rng = np.random.default_rng(0)
-    return rng.uniform(-1.0, 1.0, size=(n, IMAGE_SIZE, IMAGE_SIZE, 3)).astype("float32")
+    return rng.uniform(-1.0, 1.0, size=(n, size, size, 3)).astype("float32")
 
 
 def _random_token_ids(text: dict, n: int):
@@ -356,7 +382,7 @@ def _worker_run(spec: dict) -> dict:
     for modality, sizes in batches.items():
         n = max(sizes) * per_call
         if modality == "images":
-            inputs = _random_images(n)
+            inputs = _random_images(n, model_cfg["image_size"])
         else:
             inputs = _random_token_ids(model_cfg["text"], n)
         if engine == "kvmm":
@@ -436,11 +462,69 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _worker_matmul(spec: dict) -> dict:
+    """float32 matmul rate (GFLOP/s) of this machine with the same thread settings: the best
+    of NumPy (its BLAS), PyTorch and JAX (XLA) on square matrices."""
+    import numpy as np
+
+    n, repeats = spec.get("matmul_size", 2048), spec.get("matmul_repeats", 5)
+    flops = 2.0 * n**3
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    candidates = {"numpy": lambda: a @ b}
+    import torch
+
+    _set_framework_threads(spec["threads"], {"torch"})
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    candidates["torch"] = lambda: torch.mm(ta, tb)
+    import jax
+    import jax.numpy as jnp
+
+    ja, jb = jnp.asarray(a), jnp.asarray(b)
+    jdot = jax.jit(jnp.dot)
+    candidates["jax"] = lambda: jdot(ja, jb).block_until_ready()
+    rates = {}
+    for name, run in candidates.items():
+        run()
+        run()
+        best = min(_timed(run) for _ in range(repeats))
+        rates[name] = flops / best / 1e9
+    return {"matmul_size": n, "gflops": rates, "loadavg": _loadavg()}
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _vision_gflops(model: str) -> float:
+    """GFLOPs (2 x multiply-adds of the matmuls and convolutions) of one image through the
+    vision tower; elementwise work (LayerNorm, GELU, softmax) is not counted."""
+    cfg = MODELS[model]
+    v, patch = cfg["vision"], cfg["patch_size"]
+    width, mlp, layers = v["width"], v["mlp"], v["layers"]
+    grid = cfg["image_size"] // patch
+    tokens = grid * grid + (1 if v["class_token"] else 0)
+    flops = 2 * grid * grid * patch * patch * 3 * width                # patch embedding
+    per_layer = (2 * tokens * 4 * width * width                        # q, k, v, out
+                 + 2 * 2 * tokens * tokens * width                     # scores, weighted sum
+                 + 2 * 2 * tokens * width * mlp)                       # MLP
+    flops += layers * per_layer
+    if v["map_head"]:  # SigLIP's attention-pooling head: k/v over all tokens, one query
+        flops += 2 * 2 * tokens * width * width + 2 * 2 * tokens * width
+        flops += 2 * (2 * width * width + 2 * width * mlp)
+    return flops / 1e9
+
+
 def _worker_main(spec_json: str) -> None:
     spec = json.loads(spec_json)
     _apply_cpu_settings(spec["threads"])
     if spec["task"] == "prepare":
         result = _worker_prepare(spec)
+    elif spec["task"] == "matmul":
+        result = _worker_matmul(spec)
     else:
         result = _worker_run(spec)
     _emit(result)
@@ -460,7 +544,7 @@ def _checkpoint_complete(model: str, folder: Path) -> bool:
         return False
     vision = data.get("vision_config", {})
     if data.get("model_type") != model_cfg["model_type"] or (
-        vision.get("image_size") != IMAGE_SIZE
+        vision.get("image_size") != model_cfg["image_size"]
         or vision.get("patch_size") != model_cfg["patch_size"]
         or vision.get("hidden_size", 768) != 768
     ):
@@ -590,6 +674,14 @@ def _engine_label(r: dict) -> str:
     return f"kvmm / {r['backend']}"
 
 
+def _load_groups(loads: list[dict]) -> list[tuple[tuple, list[dict]]]:
+    """Load records grouped by (engine, backend, source), in order of first appearance."""
+    groups: dict[tuple, list[dict]] = {}
+    for l in loads:
+        groups.setdefault((l["engine"], l.get("backend"), l["source"]), []).append(l)
+    return list(groups.items())
+
+
 def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list[dict]) -> str:
     model_cfg = MODELS[model]
     hf_model = model_cfg["hf_model_class"]
@@ -636,7 +728,7 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         if modality == "images":
             call = (f"`model.encode_images(images, batch_size=B)` (kvmm; Keras `predict`) "
                     f"against `{hf_model}.get_image_features(pixel_values=...)`")
-            what = f"B {model_cfg['image_note']}, 224x224"
+            what = f"B {model_cfg['image_note']}, {model_cfg['image_size']}px square"
         else:
             call = (f"`model.encode_texts(token_ids, batch_size=B)` (kvmm; Keras `predict`) "
                     f"against `{hf_model}.get_text_features(input_ids=...)`")
@@ -705,17 +797,11 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
     hf_load_s = _median([l["load_s"] for l in hf_loads])
     hf_peak = _median([l["peak_rss_after_read"] for l in hf_loads])
     hf_incr = _median([increase(l) for l in hf_loads])
-    keys = []
-    for l in loads:
-        key = (l["engine"], l.get("backend"), l["source"])
-        if key not in keys:
-            keys.append(key)
     source_label = {
         "folder": "HF folder (safetensors, converted)",
         "h5": "`.weights.h5` (cached load)",
     }
-    for key in keys:
-        group = [l for l in loads if (l["engine"], l.get("backend"), l["source"]) == key]
+    for key, group in _load_groups(loads):
         load_s = _median([l["load_s"] for l in group])
         peak = _median([l["peak_rss_after_read"] for l in group])
         incr = _median([increase(l) for l in group])
@@ -904,15 +990,100 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
     return out_md
 
 
+def _machine_slug(threads: int) -> str:
+    cpu = "".join(c if c.isalnum() else "-" for c in _cpu_model().lower())
+    cpu = "-".join(part for part in cpu.split("-") if part and part not in {"processor", "r", "tm"})
+    return f"{cpu[:40].strip('-') or 'cpu'}-{threads}t"
+
+
+def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
+    """One table over every model of the run (read back from each model's .json)."""
+    best_gflops = max((r for m in matmul for r in m["gflops"].values()), default=float("nan"))
+    lines = []
+    add = lines.append
+    data = [json.loads(p.with_suffix(".json").read_text()) for p in reports]
+    machine = data[0]["machine"] if data else _environment(_loadavg())
+    add("# kvmm encoders on CPU: summary")
+    add("")
+    add(f"Generated by `{opts['command']}` on {machine['date']}; {machine['cpu']}, "
+        f"{opts['threads']} thread(s). Versions: "
+        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".")
+    if opts["quick"]:
+        add("")
+        add("**Quick (smoke) run: tiny batches, one repetition; not meaningful throughputs.**")
+    loads = [d["config"]["loadavg_timed_median"] for d in data]
+    add("")
+    add(f"Load average during the timed calls (median per model): "
+        f"{', '.join(f'{x:.1f}' for x in loads)} with {opts['threads']} core(s) used. Above "
+        f"about {opts['threads'] + CONTENTION_MARGIN:.1f} other processes competed for the "
+        f"CPU and the figures are noisy; see each model's report for per-round ratios.")
+    add("")
+    add(f"Machine float32 matmul rate ({matmul[0]['matmul_size'] if matmul else '-'}^2 "
+        f"matrices, best of NumPy/PyTorch/JAX, measured before and after the models): "
+        + "; ".join(", ".join(f"{k} {v:.0f}" for k, v in m["gflops"].items()) + " GFLOP/s"
+                    for m in matmul)
+        + f". Reference rate: **{best_gflops:.0f} GFLOP/s**.")
+    add("")
+    add("## Throughput")
+    add("")
+    add("Median items/s; *ratio* = engine / reference (transformers) measured in the same run "
+        "(> 1: kvmm faster). *% matmul* = images/s x the vision tower's GFLOPs per image "
+        "(matmuls and convolutions only) / the reference matmul rate.")
+    add("")
+    add("| model | modality | batch | engine | items/s | ratio | % matmul |")
+    add("|---|---|---:|---|---:|---:|---:|")
+    for d in data:
+        model = d["config"]["model"]
+        runs = d["throughput_runs"]
+        ref = next(r for r in runs if r["engine"] == "hf")
+        for modality, per_batch in ref["throughput"].items():
+            for batch in per_batch:
+                ref_tp = _median(ref["throughput"][modality][batch]["items_per_s"])
+                for r in runs:
+                    tp = _median(r["throughput"][modality][batch]["items_per_s"])
+                    share = "-"
+                    if modality == "images":
+                        share = f"{100 * tp * _vision_gflops(model) / best_gflops:.0f}%"
+                    add(f"| {MODELS[model]['title']} | {modality} | {batch} | {_engine_label(r)} "
+                        f"| {tp:.2f} | {tp / ref_tp:.2f} | {share} |")
+    add("")
+    add("## Load time and peak memory")
+    add("")
+    add("Medians over fresh processes; ratios are engine / transformers' `from_pretrained` "
+        "(> 1: slower or larger). Peak RSS covers the load and one read of every weight.")
+    add("")
+    add("| model | engine | weights | load (s) | ratio | peak RSS (MiB) | ratio |")
+    add("|---|---|---|---:|---:|---:|---:|")
+    for d in data:
+        model = d["config"]["model"]
+        loads = d["throughput_runs"] + d["load_only_runs"]
+        ref = [l for l in loads if l["engine"] == "hf"]
+        ref_s = _median([l["load_s"] for l in ref])
+        ref_peak = _median([l["peak_rss_after_read"] for l in ref])
+        for key, group in _load_groups(loads):
+            load_s = _median([l["load_s"] for l in group])
+            peak = _median([l["peak_rss_after_read"] for l in group])
+            source = ("HF folder" if key[2] == "folder" else "cached `.weights.h5`")
+            add(f"| {MODELS[model]['title']} | {_engine_label(group[0])} | {source} | "
+                f"{load_s:.2f} | {load_s / ref_s:.2f} | {_mib(peak):.0f} | {peak / ref_peak:.2f} |")
+    add("")
+    add("Per-model reports: " + ", ".join(f"[{p.name}]({p.name})" for p in reports) + ".")
+    add("")
+    return "\n".join(lines)
+
+
 def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "all") -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=default_model,
-                        choices=[*MODELS, "all"],
-                        help=f"model to benchmark (default {default_model}; all: "
-                             f"{', '.join(MODELS)}, one after the other)")
+                        help=f"model(s) to benchmark, comma-separated (default "
+                             f"{default_model}; all: {', '.join(MODELS)}, one after the other)")
+    parser.add_argument("--families", default=None,
+                        help=f"comma-separated families instead of --model: "
+                             f"{', '.join(f'{k} ({len(v)} models)' for k, v in FAMILIES.items())}")
     parser.add_argument("--quick", action="store_true",
-                        help="smoke run: batch 2, 1 repetition, 1 load process per row")
+                        help="smoke run: batch 2, 1 repetition, 1 load process per row; "
+                             "only SigLIP Base/16-224 and CLIP B/32 unless --model/--families")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown output for a single --model (default "
                              "benchmarks/results/<model>_cpu.md, with --quick "
@@ -925,6 +1096,9 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
                         help="comma-separated Keras backends (default: all three)")
     parser.add_argument("--modalities", default=",".join(MODALITIES),
                         help="comma-separated: images, texts (default both)")
+    parser.add_argument("--batches", default=None,
+                        help="batch sizes for images and texts alike, comma-separated "
+                             "(--batch-sizes / --text-batch-sizes override per modality)")
     parser.add_argument("--batch-sizes", default=None,
                         help=f"image batch sizes, comma-separated (default "
                              f"{DEFAULT_BATCHES['images']}; quick {QUICK_BATCHES['images']})")
@@ -968,7 +1142,19 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
         return 0
 
     quick = args.quick
-    models = list(MODELS) if args.model == "all" else [args.model]
+    models = list(MODELS) if args.model == "all" else [
+        m.strip() for m in args.model.split(",") if m.strip()]
+    for m in models:
+        if m not in MODELS:
+            parser.error(f"unknown model {m!r}; choose from {', '.join(MODELS)} or all")
+    if args.families:
+        models = []
+        for family in (f.strip() for f in args.families.split(",") if f.strip()):
+            if family not in FAMILIES:
+                parser.error(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+            models += FAMILIES[family]
+    elif quick and args.model == "all":
+        models = ["siglip-base16", "clip-b32"]
     if args.out is not None and len(models) > 1:
         parser.error("--out needs a single --model")
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -977,7 +1163,8 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
             parser.error(f"unknown modality {m!r}")
     if not modalities:
         parser.error("--modalities is empty")
-    sizes_arg = {"images": args.batch_sizes, "texts": args.text_batch_sizes}
+    sizes_arg = {"images": args.batch_sizes or args.batches,
+                 "texts": args.text_batch_sizes or args.batches}
     batches = {
         m: [int(b) for b in (sizes_arg[m] or (QUICK_BATCHES if quick else DEFAULT_BATCHES)[m])
             .split(",")]
@@ -997,6 +1184,8 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
         timeout=args.timeout or (300 if quick else 900), sequential=args.sequential,
         command=" ".join(["python", f"benchmarks/{prog}", *argv]),
     )
+    matmul = [_run_worker({"task": "matmul", "threads": threads}, "jax", opts["timeout"],
+                          "float32 matmul rate (before)")]
     written = []
     for model in models:
         folder = None
@@ -1006,8 +1195,14 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
                 folder = folder / model
         out_md = args.out or _default_out(model, quick)
         written.append(_benchmark(model, opts, folder, out_md))
-    if len(written) > 1:
-        _log("wrote " + ", ".join(str(p) for p in written))
+    matmul.append(_run_worker({"task": "matmul", "threads": threads}, "jax", opts["timeout"],
+                              "float32 matmul rate (after)"))
+    summary = _summary(written, matmul, opts)
+    out_summary = (args.out.parent if args.out else HERE / "results") / (
+        _machine_slug(threads) + ("_quick" if quick else "") + ".md")
+    out_summary.write_text(summary)
+    print(summary)
+    _log("wrote " + ", ".join(str(p) for p in [*written, out_summary]))
     return 0
 
 

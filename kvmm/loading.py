@@ -110,6 +110,7 @@ class SafetensorsCheckpoint:
 
         self._files = {}
         self._where: dict[str, str] = {}
+        self._headers: dict[str, tuple[int, dict]] = {}  # path -> (data start, header)
         for path in paths:
             path = str(path)
             try:
@@ -143,22 +144,54 @@ class SafetensorsCheckpoint:
         return tuple(self._files[self._where[key]].get_slice(key).get_shape())
 
     def read(self, key: str) -> np.ndarray:
-        handle = self._files[self._where[key]]
-        if handle.get_slice(key).get_dtype() == "BF16":
-            return _read_bfloat16(self._where[key], key)
-        return handle.get_tensor(key)
+        """The tensor ``key`` as a NumPy array (bfloat16 through ``ml_dtypes``).
+
+        The bytes are read with plain file reads straight into the returned array, not
+        through a memory map: the file's pages then never count in this process's resident
+        memory, so converting holds the model plus one tensor (not a second full copy of
+        the checkpoint's mapped pages).
+        """
+        return _read_tensor(self._where[key], key, self._headers)
 
 
-def _read_bfloat16(path: str, key: str) -> np.ndarray:
-    import ml_dtypes
+#: safetensors dtype codes -> NumPy dtypes (BF16 through ml_dtypes, see _numpy_dtype).
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "I64": "int64", "I32": "int32",
+    "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool",
+}
 
-    with open(path, "rb") as f:
-        header_size = int.from_bytes(f.read(8), "little")
-        header = json.loads(f.read(header_size))
-        start, end = header[key]["data_offsets"]
-        f.seek(8 + header_size + start)
-        data = f.read(end - start)
-    return np.frombuffer(data, dtype=ml_dtypes.bfloat16).reshape(header[key]["shape"]).copy()
+
+def _numpy_dtype(code: str) -> np.dtype:
+    if code == "BF16":
+        import ml_dtypes
+
+        return np.dtype(ml_dtypes.bfloat16)
+    if code not in _SAFETENSORS_DTYPES:
+        raise WeightsError(f"Unsupported safetensors dtype {code!r}.")
+    return np.dtype(_SAFETENSORS_DTYPES[code])
+
+
+def _read_tensor(path: str, key: str, headers: dict) -> np.ndarray:
+    with open(path, "rb", buffering=0) as f:
+        if path not in headers:
+            header_size = int.from_bytes(f.read(8), "little")
+            headers[path] = (8 + header_size, json.loads(f.read(header_size)))
+        data_start, header = headers[path]
+        info = header[key]
+        start, end = info["data_offsets"]
+        out = np.empty(info["shape"], _numpy_dtype(info["dtype"]))
+        if out.nbytes != end - start:
+            raise WeightsError(f"{path}: tensor {key!r} has {end - start} bytes for shape "
+                               f"{info['shape']} ({info['dtype']}); the file is damaged.")
+        f.seek(data_start + start)
+        buffer, done = out.reshape(-1).view(np.uint8), 0
+        while done < out.nbytes:
+            n = f.readinto(buffer[done:])
+            if not n:
+                raise WeightsError(f"{path} is truncated (tensor {key!r}). Delete it and "
+                                   f"download it again.")
+            done += n
+    return out
 
 
 # ---------------------------------------------------------------------------------------
@@ -217,9 +250,50 @@ def apply_key_map(
         for rule in rules:
             array = checkpoint.read(rule.key)
             for variable, convert in rule.targets:
-                variable.assign(np.asarray(convert(array, tuple(variable.shape)), order="C"))
+                set_variable(variable, convert(array, tuple(variable.shape)))
             del array
             bar.update(1)
+
+
+def set_variable(variable, value) -> None:
+    """Give ``variable`` its value: ``assign`` for an ordinary variable; one that
+    :func:`create_model` left uninitialised (built in a ``keras.StatelessScope``, holding no
+    memory yet) is initialised with ``value`` directly, as Keras' deferred initialisation
+    would (so a distribution's layout applies as for any initializer)."""
+    if tuple(value.shape) != tuple(variable.shape):
+        raise WeightsError(
+            f"Value of shape {tuple(value.shape)} does not fit {variable.path} of shape "
+            f"{tuple(variable.shape)}."
+        )
+    if getattr(variable, "_value", True) is None and getattr(variable, "_initializer", None):
+        if isinstance(value, np.ndarray):
+            value = np.asarray(value, order="C")  # (not ascontiguousarray: keeps 0-d arrays)
+        # What Keras' deferred initialisation does with an initializer's result, given the
+        # value itself: on JAX the variable's layout (keras.distribution) is applied by
+        # placing the array's shards directly on their devices.
+        variable._initialize(variable._convert_to_tensor(value, dtype=variable.dtype))
+        variable._initializer = None
+    else:
+        variable.assign(np.asarray(value, order="C"))
+
+
+def _finish_deferred(variables, initialize: bool = True) -> None:
+    """After loading into a model built under ``keras.StatelessScope(initialize_variables=
+    False)``: initialise what the loader did not set (with the variable's own initializer;
+    not when the load failed and the model is dropped) and take the model's variables off
+    Keras' global list of variables awaiting initialisation."""
+    from keras.src.backend.common import global_state
+
+    variables = list(variables)
+    for variable in variables if initialize else ():
+        if getattr(variable, "_value", True) is None and getattr(variable, "_initializer", None):
+            variable._deferred_initialize()
+    pending = global_state.get_global_attribute("uninitialized_variables")
+    if pending:
+        ids = {id(v) for v in variables}
+        global_state.set_global_attribute(
+            "uninitialized_variables", [v for v in pending if id(v) not in ids]
+        )
 
 
 # ---------------------------------------------------------------------------------------
@@ -281,13 +355,37 @@ def _remove_stale_partials(folder: Path, age_seconds: float = 24 * 3600) -> None
 
 
 def load_weights_file(model, path: str | os.PathLike) -> None:
-    """``model.load_weights`` with an error that names the file and the model."""
+    """``model.load_weights`` with an error that names the file and the model.
+
+    Keras' ``load_weights`` runs inside a ``keras.StatelessScope``, which records each
+    value instead of writing it; :func:`set_variable` then gives every variable its value.
+    Variables of a model built by :func:`create_model` hold no memory until then (no zero
+    fill first); ordinary variables are assigned as usual.
+    """
+    import keras
+
+    record = keras.backend.backend() != "tensorflow"
+    if not record:
+        # TensorFlow keeps the recorded tensors' memory after they are released, so
+        # recording doubles the peak; zero-filled variables assigned in place cost less.
+        _finish_deferred(model.variables)
+    scope = keras.StatelessScope(initialize_variables=False)
     try:
-        model.load_weights(str(path))
+        with scope if record else contextlib.nullcontext():
+            model.load_weights(str(path))
     except Exception as exc:  # Keras raises ValueError / OSError / KeyError variants
         raise WeightsError(
             f"{path} does not fit {getattr(model, 'variant', None) or model.name}: {exc}"
         ) from exc
+    if not record:
+        return
+    recorded = getattr(scope, "state_mapping", {})
+    for variable in model.variables:
+        value = scope.get_current_value(variable)
+        if value is not None:
+            recorded.pop(id(variable), None)  # hold each value only until it is used
+            set_variable(variable, value)
+            del value
 
 
 # ---------------------------------------------------------------------------------------
@@ -450,25 +548,41 @@ def create_model(
     if input_shape is not None:
         config["image_size"] = (int(input_shape[0]), int(input_shape[1]))
     config.update(kwargs)
-    # Variables are zero-filled rather than drawn at random when weights follow.
-    with no_init() if source is not None else contextlib.nullcontext():
+    if source is None:
+        return family.model_class(
+            **config, variant=variant, name=name or variant.lower(), dtype=dtype
+        )
+    # Weights follow: the variables are created without any memory or random numbers
+    # (a StatelessScope that leaves them uninitialised, zeros as their initializer) and
+    # the conversion initialises each one with its checkpoint value (set_variable).
+    import keras
+
+    with no_init(), keras.StatelessScope(initialize_variables=False):
         model = family.model_class(
             **config, variant=variant, name=name or variant.lower(), dtype=dtype
         )
-    if source is None:
-        return model
+    try:
+        _load_source(family, model, variant, source, revision, progress)
+    except BaseException:
+        _finish_deferred(model.variables, initialize=False)  # the model is dropped
+        raise
+    _finish_deferred(model.variables)
+    return model
+
+
+def _load_source(family, model, variant, source, revision, progress) -> None:
     if source.kind == "h5":
         load_weights_file(model, source.path)
-        return model
+        return
 
     cache_path = None
     if source.kind in ("named", "hub") and revision and revision != "unknown":
         cache_path = _cache_path(model, variant, source.repo_id, revision)
     if cache_path is not None and cache_path.is_file():
         try:
-            model.load_weights(str(cache_path))
+            load_weights_file(model, cache_path)
             _attach_vocabulary(family, model, source)
-            return model
+            return
         except Exception as exc:  # a damaged cache entry: convert again
             warnings.warn(f"Ignoring unreadable cached weights {cache_path} ({exc}); converting again.")
             with contextlib.suppress(OSError):
@@ -487,7 +601,6 @@ def create_model(
         except OSError as exc:
             warnings.warn(f"Could not cache converted weights at {cache_path}: {exc}")
     _attach_vocabulary(family, model, source)
-    return model
 
 
 def _check_coverage(family: ModelFamily, model, rules: list[Rule]) -> None:

@@ -45,6 +45,40 @@ def check_token_ids(name: str, max_length: int, token_ids) -> None:
         )
 
 
+def _batch_shards() -> int:
+    """How many ways a batch is split by the active ``keras.distribution`` (1 if none)."""
+    if keras.backend.backend() != "jax":
+        return 1
+    distribution = keras.distribution.distribution()
+    mesh = getattr(distribution, "device_mesh", None)
+    axis = getattr(distribution, "batch_dim_name", None)
+    if mesh is None or axis not in mesh.axis_names:
+        return 1
+    return int(mesh.shape[mesh.axis_names.index(axis)])
+
+
+def predict_batches(tower, inputs, batch_size: int) -> np.ndarray:
+    """``tower.predict(inputs, batch_size)``: Keras' compiled inference loop (one trace per
+    input shape; see docs/performance.md).
+
+    Under a ``keras.distribution`` that splits batches over ``k`` devices, every batch
+    must be a multiple of ``k``: ``batch_size`` is rounded up to one and the inputs are
+    padded (repeating the last row) to whole batches; the padding rows are dropped from the
+    result.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size}.")
+    shards = _batch_shards()
+    count = len(inputs)
+    if shards > 1 and count:
+        inputs = np.asarray(inputs)
+        batch_size = -(-min(batch_size, count) // shards) * shards
+        padding = -count % batch_size
+        if padding:
+            inputs = np.concatenate([inputs, np.repeat(inputs[-1:], padding, axis=0)])
+    return tower.predict(inputs, batch_size=batch_size, verbose=0)[:count]
+
+
 class DualEncoder(keras.Model):
     """Base of the image-text models: ``vision_model`` and ``text_model`` towers whose calls
     return the (unnormalized) embeddings, and ``logits(image_emb, text_emb)``.
@@ -143,7 +177,7 @@ class DualEncoder(keras.Model):
         For differentiable embeddings, call ``l2_normalize(model.vision_model(images))``.
         """
         check_images(self.vision_model.name, self.vision_model.image_size, images)
-        pooled = self.vision_model.predict(images, batch_size=batch_size, verbose=0)
+        pooled = predict_batches(self.vision_model, images, batch_size)
         return numpy_l2_normalize(pooled)
 
     def encode_texts(self, token_ids, batch_size: int = 256) -> np.ndarray:
@@ -157,9 +191,7 @@ class DualEncoder(keras.Model):
                 f"token_ids must be (batch, length <= {self.max_text_length}), "
                 f"got shape {token_ids.shape}."
             )
-        pooled = self.text_model.predict(
-            token_ids.astype("int32"), batch_size=batch_size, verbose=0
-        )
+        pooled = predict_batches(self.text_model, token_ids.astype("int32"), batch_size)
         return numpy_l2_normalize(pooled)
 
     @classmethod
