@@ -25,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 
 from conversion.verify import verify as verify_against_reference  # noqa: E402
 from kvmm.errors import KvmmError  # noqa: E402
-from kvmm.loading import create_model, save_weights_atomic  # noqa: E402
+from kvmm.cli.convert import convert as convert_model  # noqa: E402
 from kvmm.models.clip import CLIP  # noqa: E402
 from kvmm.models.siglip import SIGLIP  # noqa: E402
 
@@ -34,30 +34,16 @@ FAMILIES = {variant: family for family in (SIGLIP, CLIP) for variant in family.v
 
 def convert(variant, weights, out, input_shape=None, verify=False, tolerance=1e-4,
             family=None, log=print):
-    """Build ``variant`` with ``weights``, optionally verify it, and save it to ``out``.
+    """Build ``variant`` with ``weights``, optionally verify it, and save it to ``out``
+    (:func:`kvmm.cli.convert.convert`, verified with :func:`conversion.verify.verify`).
 
     Returns the verification report (a dict of max abs differences) or ``None``.
     """
     family = family or FAMILIES.get(variant)
     if family is None:
         raise KvmmError(f"Unknown variant {variant!r}; choose one of {', '.join(FAMILIES)}.")
-    out = Path(out)
-    if not out.name.endswith(".weights.h5"):
-        raise KvmmError(f"--out must end with '.weights.h5', got {out.name!r}.")
-    model = create_model(family, variant, weights=weights, input_shape=input_shape)
-    report = None
-    if verify:
-        report = verify_against_reference(model, weights, family)
-        for key, value in report.items():
-            log(f"  max |kvmm - transformers| {key:>14}: {value:.2e}")
-        worst = max(report["image_embeds"], report["text_embeds"])
-        if worst > tolerance:
-            raise KvmmError(
-                f"Verification failed: embeddings differ by {worst:.2e} > {tolerance:.0e}."
-            )
-    save_weights_atomic(model, out)
-    log(f"Wrote {out} ({out.stat().st_size / 2**20:.1f} MiB, {model.count_params():,} parameters)")
-    return report
+    return convert_model(variant, weights, out, input_shape, verify, tolerance, family, log,
+                         verifier=lambda *a, **k: verify_against_reference(*a, **k))
 
 
 def main(argv=None) -> int:

@@ -8,3 +8,4 @@
 __version__ = "0.1.0"
 
 from kvmm import errors, layers, models  # noqa: E402,F401
+from kvmm.embedder import Embedder  # noqa: E402,F401

@@ -1,0 +1,5 @@
+import sys
+
+from kvmm.cli import main
+
+sys.exit(main())
