@@ -167,6 +167,31 @@ class DualEncoder(keras.Model):
             "text_logits": keras.KerasTensor((m, n), dtype="float32"),
         }
 
+    # -- training -------------------------------------------------------------------------
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        """Keras' loss hook. With an image-text loss (``kvmm.losses.SigmoidLoss`` /
+        ``ContrastiveLoss``) the batch's pairs are the labels, so ``fit`` and ``evaluate``
+        take batches of ``{"images", "token_ids"}`` with no ``y``; the loss reads the logits
+        of the one forward pass Keras already made. Any other compiled loss goes through
+        Keras' usual path (with ``y``)."""
+        from kvmm.losses import ImageTextLoss
+
+        loss = getattr(self, "loss", None)
+        if not isinstance(loss, ImageTextLoss):
+            return super().compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
+            )
+        if y is not None:
+            raise ValueError(
+                f"{type(loss).__name__} takes its labels from the pairs in the batch; fit on "
+                f'batches of {{"images", "token_ids"}} without y (got y of type '
+                f"{type(y).__name__})."
+            )
+        total = loss(None, y_pred, sample_weight=sample_weight)
+        for extra in self.losses:
+            total = total + ops.cast(self._aggregate_additional_loss(extra), total.dtype)
+        return total
+
     # -- inference helpers --------------------------------------------------------------
     def encode_images(self, images, batch_size: int = 32) -> np.ndarray:
         """L2-normalized image embeddings ``(N, embedding_dim)`` as a float32 NumPy array.

@@ -294,6 +294,8 @@ class CLIPModel(DualEncoder):
     ``keras.ops.softmax(image_logits, axis=-1)``: a distribution over the texts.
     """
 
+    family = "clip"
+
     def __init__(
         self,
         image_size=224,

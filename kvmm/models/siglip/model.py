@@ -277,6 +277,8 @@ class SigLIPModel(DualEncoder):
         logit_scale, logit_bias: the learned temperature (log scale) and bias, shape (1,).
     """
 
+    family = "siglip"
+
     def __init__(
         self,
         image_size=224,
