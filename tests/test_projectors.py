@@ -163,7 +163,10 @@ def test_llava_checkpoint_errors(tmp_path):
 
 # --- Q-Former / Perceiver against PyTorch references ----------------------------------
 def _weights(layer):
-    return {w.path.split("/", 1)[1]: torch.tensor(_np(w)) for w in layer.weights}
+    # Paths relative to the projector (its own name, and any scope Keras adds, dropped).
+    queries = next(w.path for w in layer.weights if w.path.split("/")[-1] == "queries")
+    prefix = queries[: -len("queries")]
+    return {w.path[len(prefix):]: torch.tensor(_np(w)) for w in layer.weights}
 
 
 def _dense(w, name, x):
