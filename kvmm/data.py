@@ -113,9 +113,7 @@ class CaptionDataset(keras.utils.PyDataset):
         texts = [self.pairs[i][1] for i in chosen]
         try:
             batch = self.processor(text=texts, image_paths=paths)
-        except ImageReadError:
-            raise
-        except OSError as error:
+        except OSError as error:  # unreadable files already raise ImageReadError (a ValueError)
             raise ImageReadError(f"Could not read an image of batch {index}: {error}") from error
         return {key: value for key, value in batch.items() if key != "input_ids"}
 
