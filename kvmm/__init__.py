@@ -7,5 +7,5 @@
 
 __version__ = "0.1.0"
 
-from kvmm import errors, layers, models  # noqa: E402,F401
+from kvmm import data, errors, layers, losses, models, training  # noqa: E402,F401
 from kvmm.embedder import Embedder  # noqa: E402,F401

@@ -1,4 +1,4 @@
-"""A stack of pre-LN encoder blocks, with access to every layer's output."""
+"""A stack of encoder blocks, with access to every layer's output."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from kvmm.layers.encoder_block import TransformerEncoderBlock
 
 @keras.saving.register_keras_serializable(package="kvmm")
 class TransformerEncoder(keras.layers.Layer):
-    """``num_layers`` :class:`TransformerEncoderBlock` s applied in turn.
+    """``num_layers`` :class:`TransformerEncoderBlock` s applied in turn (pre-LN, or
+    post-LN with ``norm_first=False``).
 
     Call arguments:
         x: ``(batch, length, hidden_dim)``.
@@ -28,9 +29,11 @@ class TransformerEncoder(keras.layers.Layer):
         intermediate_dim: int,
         activation: str = "gelu_tanh",
         layer_norm_epsilon: float = 1e-6,
+        norm_first: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.norm_first = bool(norm_first)
         self.num_layers = num_layers
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
@@ -44,6 +47,7 @@ class TransformerEncoder(keras.layers.Layer):
                 intermediate_dim,
                 activation=activation,
                 layer_norm_epsilon=layer_norm_epsilon,
+                norm_first=norm_first,
                 dtype=self.dtype_policy,
                 name=f"block_{i}",
             )
@@ -74,5 +78,6 @@ class TransformerEncoder(keras.layers.Layer):
             intermediate_dim=self.intermediate_dim,
             activation=self.activation,
             layer_norm_epsilon=self.layer_norm_epsilon,
+            norm_first=self.norm_first,
         )
         return config

@@ -1,4 +1,4 @@
-"""Pre-LayerNorm transformer encoder block (ViT / CLIP / SigLIP)."""
+"""Transformer encoder block: pre-LayerNorm (ViT / CLIP / SigLIP) or post-LayerNorm (BERT)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from kvmm.layers.mlp import MLP
 
 @keras.saving.register_keras_serializable(package="kvmm")
 class TransformerEncoderBlock(keras.layers.Layer):
-    """``x + attn(ln1(x))`` then ``x + mlp(ln2(x))``.
+    """``x + attn(ln1(x))`` then ``x + mlp(ln2(x))`` (pre-LN, the default), or with
+    ``norm_first=False`` ``ln1(x + attn(x))`` then ``ln2(x + mlp(x))`` (post-LN, BERT).
 
     Args:
         hidden_dim: model width.
@@ -19,6 +20,7 @@ class TransformerEncoderBlock(keras.layers.Layer):
         activation: MLP activation name (see :func:`kvmm.layers.get_activation`).
         layer_norm_epsilon: epsilon of both LayerNorms.
         use_bias: biases in the attention projections and the MLP.
+        norm_first: pre-LN (True) or post-LN (False) residual blocks.
 
     Call arguments:
         x: ``(batch, length, hidden_dim)``.
@@ -34,9 +36,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         activation: str = "gelu_tanh",
         layer_norm_epsilon: float = 1e-6,
         use_bias: bool = True,
+        norm_first: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self.norm_first = bool(norm_first)
         self.hidden_dim = hidden_dim
         self.num_heads = num_heads
         self.intermediate_dim = intermediate_dim
@@ -63,6 +67,11 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, padding_mask=None, is_causal=False):
+        if not self.norm_first:
+            x = self.layer_norm1(
+                x + self.attention(x, padding_mask=padding_mask, is_causal=is_causal)
+            )
+            return self.layer_norm2(x + self.mlp(x))
         x = x + self.attention(self.layer_norm1(x), padding_mask=padding_mask, is_causal=is_causal)
         return x + self.mlp(self.layer_norm2(x))
 
@@ -78,5 +87,6 @@ class TransformerEncoderBlock(keras.layers.Layer):
             activation=self.activation,
             layer_norm_epsilon=self.layer_norm_epsilon,
             use_bias=self.use_bias,
+            norm_first=self.norm_first,
         )
         return config

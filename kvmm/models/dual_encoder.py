@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
@@ -79,7 +81,32 @@ def predict_batches(tower, inputs, batch_size: int) -> np.ndarray:
     return tower.predict(inputs, batch_size=batch_size, verbose=0)[:count]
 
 
-class DualEncoder(keras.Model):
+class RecordedConfig:
+    """Mixin for kvmm models and towers: ``get_config()`` is Keras' base config plus the
+    constructor's own arguments, recorded by ``self._record_arguments(locals())`` first
+    thing in ``__init__`` (so ``from_config`` rebuilds the same model). Tuples are stored
+    as lists (JSON); ``image_size`` always as a ``[height, width]`` pair."""
+
+    def _record_arguments(self, arguments: dict) -> None:
+        from kvmm.utils.images import image_size_pair
+
+        recorded = {}
+        for key, value in arguments.items():
+            if key in ("self", "kwargs", "__class__"):
+                continue
+            if key == "image_size":
+                value = image_size_pair(value)
+            recorded[key] = list(value) if isinstance(value, tuple) else value
+        # Not an attribute Keras tracks: a plain dict of JSON values.
+        object.__setattr__(self, "_recorded_arguments", recorded)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(self._recorded_arguments)
+        return config
+
+
+class DualEncoder(RecordedConfig, keras.Model):
     """Base of the image-text models: ``vision_model`` and ``text_model`` towers whose calls
     return the (unnormalized) embeddings, and ``logits(image_emb, text_emb)``.
 
@@ -89,8 +116,14 @@ class DualEncoder(keras.Model):
     """
 
     family = "model"
+    #: How logits become probabilities: ``"sigmoid"`` (SigLIP: every image-text pair on
+    #: its own) or ``"softmax"`` (CLIP, BiomedCLIP: a distribution over the texts).
+    probability = "softmax"
 
-    def _init_attributes(self, variant):
+    def _init_attributes(self, variant, arguments: dict):
+        """Record the constructor ``arguments`` (``locals()``) for ``get_config``; set the
+        variant name and the attributes the weight loader fills in."""
+        self._record_arguments(arguments)
         self.variant = variant
         # Set by the weight loader: where the weights came from, and the checkpoint's own
         # vocabulary (file and Hub repo) for Processor.for_model(model).
@@ -159,6 +192,14 @@ class DualEncoder(keras.Model):
         """Cosine similarities ``(texts, images)`` -> the family's logits."""
         raise NotImplementedError
 
+    def probabilities(self, image_logits):
+        """``image_logits`` ``(N, M)`` -> probabilities with the family's activation:
+        element-wise sigmoid for SigLIP, softmax over the texts (last axis) otherwise."""
+        logits = ops.cast(image_logits, "float32")
+        if self.probability == "sigmoid":
+            return ops.sigmoid(logits)
+        return ops.softmax(logits, axis=-1)
+
     def compute_output_spec(self, inputs):
         images, token_ids = self._unpack(inputs)
         n, m = images.shape[0], token_ids.shape[0]
@@ -225,3 +266,24 @@ class DualEncoder(keras.Model):
         if isinstance(config.get("image_size"), list):
             config["image_size"] = tuple(config["image_size"])
         return cls(**config)
+
+
+class SoftmaxDualEncoder(DualEncoder):
+    """A CLIP-style dual encoder: ``logits = cosine * exp(logit_scale)`` with one learned
+    scalar temperature (initialised to CLIP's ``log(1 / 0.07)``) and softmax probabilities
+    over the texts. CLIP and BiomedCLIP derive from it."""
+
+    probability = "softmax"
+
+    def build(self, input_shape=None):
+        if self.built:
+            return
+        self.logit_scale = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(math.log(1 / 0.07)),
+            name="logit_scale",
+        )
+        self.built = True
+
+    def _scale_logits(self, cosine):
+        return cosine * ops.exp(ops.cast(self.logit_scale, "float32"))

@@ -65,6 +65,16 @@ def mlp(prefix: str, block) -> list[Rule]:
     return dense(f"{prefix}.fc1", block.fc1) + dense(f"{prefix}.fc2", block.fc2)
 
 
+def fused_qkv(prefix: str, attention, weight: str = "weight", bias: str = "bias") -> list[Rule]:
+    """A fused ``[q; k; v]`` projection (torch ``in_proj_weight``, timm ``qkv``) split
+    onto a :class:`kvmm.layers.MultiHeadAttention`'s query / key / value."""
+    parts = [attention.query, attention.key, attention.value]
+    rules = [Rule(f"{prefix}{weight}", [(d.kernel, rows(i, 3, linear)) for i, d in enumerate(parts)])]
+    if attention.use_bias:
+        rules.append(Rule(f"{prefix}{bias}", [(d.bias, rows(i, 3)) for i, d in enumerate(parts)]))
+    return rules
+
+
 def hf_encoder(prefix: str, encoder) -> list[Rule]:
     """A transformers CLIP/SigLIP-style encoder (``{prefix}.layers.N.self_attn.q_proj`` ...)
     onto a :class:`kvmm.layers.TransformerEncoder`."""

@@ -4,11 +4,25 @@ model's input dict."""
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from kvmm.utils.images import ImageLike
+
+
+def as_text_list(texts: Any) -> list[str]:
+    """One text or a list of texts as a list, with a clear TypeError for anything else."""
+    if isinstance(texts, str):
+        return [texts]
+    if not isinstance(texts, Iterable) or isinstance(texts, (bytes, bytearray)):
+        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}.")
+    texts = list(texts)
+    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
+    if bad:
+        raise TypeError(f"texts must be a str or a list of str; the list holds a {bad[0]}.")
+    return texts
 
 
 class Processor:

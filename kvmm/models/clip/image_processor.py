@@ -58,6 +58,7 @@ class CLIPImageProcessor:
         image_size: output (crop) size, an int ``S`` for ``(S, S)`` or a ``(height, width)``
             pair. It should be the model's ``image_size`` (224, or 336 for
             ``openai/clip-vit-large-patch14-336``).
+        mean, std: per-channel normalization (OpenAI CLIP's by default).
         shortest_edge: the size the shortest edge is resized to before cropping. Defaults to
             the larger of the two output sides (``S`` for a square output), which is what
             every CLIP checkpoint uses.
@@ -75,11 +76,12 @@ class CLIPImageProcessor:
     :class:`kvmm.errors.ImageReadError`.
     """
 
-    mean = CLIP_MEAN
-    std = CLIP_STD
-
     def __init__(
-        self, image_size: int | Sequence[int] = 224, shortest_edge: int | None = None
+        self,
+        image_size: int | Sequence[int] = 224,
+        shortest_edge: int | None = None,
+        mean: Sequence[float] = CLIP_MEAN,
+        std: Sequence[float] = CLIP_STD,
     ) -> None:
         self.image_size = image_size_pair(image_size)
         if shortest_edge is None:
@@ -94,8 +96,9 @@ class CLIPImageProcessor:
                 f"got {shortest_edge!r}."
             )
         self.shortest_edge = int(shortest_edge)
-        self._mean = np.asarray(CLIP_MEAN, dtype=np.float32)
-        self._std = np.asarray(CLIP_STD, dtype=np.float32)
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._mean = np.asarray(mean, dtype=np.float32)
+        self._std = np.asarray(std, dtype=np.float32)
 
     def preprocess(self, image: PIL.Image.Image) -> np.ndarray:
         """One RGB PIL image -> ``float32 (H, W, 3)``."""
@@ -103,11 +106,17 @@ class CLIPImageProcessor:
         new_height, new_width = resized_size(image.height, image.width, self.shortest_edge)
         resized = image.resize((new_width, new_height), resample=PIL.Image.Resampling.BICUBIC)
         pixels = np.asarray(resized, dtype=np.uint8)
-        top = (new_height - crop_height) // 2
-        left = (new_width - crop_width) // 2
+        top, left = self._crop_offsets(new_height - crop_height, new_width - crop_width)
         pixels = pixels[top : top + crop_height, left : left + crop_width]
-        scaled = (pixels.astype(np.float64) * _RESCALE).astype(np.float32)
-        return (scaled - self._mean) / self._std
+        return (self._rescale(pixels) - self._mean) / self._std
+
+    def _crop_offsets(self, extra_height: int, extra_width: int) -> tuple[int, int]:
+        """Top and left of the center crop (transformers: floor division)."""
+        return extra_height // 2, extra_width // 2
+
+    def _rescale(self, pixels: np.ndarray) -> np.ndarray:
+        """uint8 -> float32 in [0, 1] (transformers: ``float64 * (1/255)``, then float32)."""
+        return (pixels.astype(np.float64) * _RESCALE).astype(np.float32)
 
     def __call__(self, images: ImageLike | Sequence[ImageLike]) -> np.ndarray:
         """Process one image or a list of images into ``float32 (N, H, W, 3)``."""
@@ -119,4 +128,4 @@ class CLIPImageProcessor:
         extra = "" if self.shortest_edge == max(self.image_size) else (
             f", shortest_edge={self.shortest_edge}"
         )
-        return f"CLIPImageProcessor(image_size={size!r}{extra})"
+        return f"{type(self).__name__}(image_size={size!r}{extra})"

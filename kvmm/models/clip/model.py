@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import keras
 from keras import ops
 
 from kvmm.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerEncoder
 from kvmm.layers.initialization import initializer
-from kvmm.models.dual_encoder import DualEncoder, check_images, check_token_ids
+from kvmm.models.dual_encoder import (
+    RecordedConfig,
+    SoftmaxDualEncoder,
+    check_images,
+    check_token_ids,
+)
 from kvmm.utils.images import image_size_pair
 
 
@@ -24,9 +27,13 @@ def _projection(dim, policy, name):
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class CLIPVisionEncoder(keras.Model):
+class CLIPVisionEncoder(RecordedConfig, keras.Model):
     """CLIP image tower: class token + patches, ``pre_layrnorm``, encoder, post-LN on the
     class token, bias-free projection.
+
+    The same ViT serves BiomedCLIP's timm ViT-B/16 (``use_patch_bias=True``,
+    ``use_pre_layer_norm=False``, exact GELU, eps 1e-6): timm's final LayerNorm over all
+    tokens followed by class-token pooling equals the post-LN on the class token here.
 
     Calling it on ``(batch, H, W, 3)`` images (CLIP-normalized, see :class:`CLIPProcessor`)
     returns the projected ``(batch, projection_dim)`` embedding, not normalized
@@ -49,9 +56,13 @@ class CLIPVisionEncoder(keras.Model):
         projection_dim: int = 512,
         activation: str = "quick_gelu",
         layer_norm_epsilon: float = 1e-5,
+        use_patch_bias: bool = False,
+        use_pre_layer_norm: bool = True,
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._record_arguments(locals())
+        self.use_pre_layer_norm = use_pre_layer_norm
         self.image_size = image_size_pair(image_size)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
@@ -68,7 +79,7 @@ class CLIPVisionEncoder(keras.Model):
             )
         policy = self.dtype_policy
         self.patch_embedding = PatchEmbedding(
-            hidden_dim, patch_size, use_bias=False, dtype=policy, name="patch_embedding"
+            hidden_dim, patch_size, use_bias=use_patch_bias, dtype=policy, name="patch_embedding"
         )
         self.class_token = ClassToken(hidden_dim, dtype=policy, name="class_token")
         self.position_embedding = PositionEmbedding(
@@ -78,9 +89,11 @@ class CLIPVisionEncoder(keras.Model):
             dtype=policy,
             name="position_embedding",
         )
-        self.pre_layer_norm = keras.layers.LayerNormalization(
-            epsilon=layer_norm_epsilon, dtype=policy, name="pre_layer_norm"
-        )
+        self.pre_layer_norm = None
+        if use_pre_layer_norm:
+            self.pre_layer_norm = keras.layers.LayerNormalization(
+                epsilon=layer_norm_epsilon, dtype=policy, name="pre_layer_norm"
+            )
         self.encoder = TransformerEncoder(
             num_layers,
             hidden_dim,
@@ -104,7 +117,8 @@ class CLIPVisionEncoder(keras.Model):
         self.patch_embedding.build((None, *self.image_size, 3))
         self.class_token.build()
         self.position_embedding.build(tokens)
-        self.pre_layer_norm.build(tokens)
+        if self.pre_layer_norm is not None:
+            self.pre_layer_norm.build(tokens)
         self.encoder.build(tokens)
         self.post_layer_norm.build((None, self.hidden_dim))
         self.projection.build((None, self.hidden_dim))
@@ -122,7 +136,9 @@ class CLIPVisionEncoder(keras.Model):
     def call(self, images, return_hidden_states: bool = False):
         check_images(self.name, self.image_size, images)
         x = self.class_token(self.patch_embedding(images))
-        x = self.pre_layer_norm(self.position_embedding(x))
+        x = self.position_embedding(x)
+        if self.pre_layer_norm is not None:
+            x = self.pre_layer_norm(x)
         x, hidden_states = self.encoder(x, return_hidden_states=True)
         pooled = self.post_layer_norm(x[:, 0, :])
         embeds = self.projection(pooled)
@@ -138,24 +154,10 @@ class CLIPVisionEncoder(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.projection_dim)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=list(self.image_size),
-            patch_size=self.patch_size,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            projection_dim=self.projection_dim,
-            activation=self.activation,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class CLIPTextEncoder(keras.Model):
+class CLIPTextEncoder(RecordedConfig, keras.Model):
     """CLIP text tower: token + position embeddings, causal encoder, final LN, pooling at
     the end-of-text token, bias-free projection.
 
@@ -180,6 +182,7 @@ class CLIPTextEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._record_arguments(locals())
         self.vocabulary_size = vocabulary_size
         self.max_length = max_length
         self.hidden_dim = hidden_dim
@@ -264,25 +267,10 @@ class CLIPTextEncoder(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.projection_dim)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            max_length=self.max_length,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            projection_dim=self.projection_dim,
-            activation=self.activation,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            eos_token_id=self.eos_token_id,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class CLIPModel(DualEncoder):
+class CLIPModel(SoftmaxDualEncoder):
     """CLIP dual encoder (OpenAI / LAION).
 
     Build it through a variant (:func:`ClipVitBase32`, :func:`ClipVitBase16`,
@@ -318,7 +306,7 @@ class CLIPModel(DualEncoder):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self._init_attributes(variant)
+        self._init_attributes(variant, locals())
         policy = self.dtype_policy
         self.vision_model = CLIPVisionEncoder(
             image_size=image_size,
@@ -349,43 +337,5 @@ class CLIPModel(DualEncoder):
         )
         self.build()
 
-    def build(self, input_shape=None):
-        if self.built:
-            return
-        # CLIP's initial temperature: logit scale log(1 / 0.07).
-        self.logit_scale = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(math.log(1 / 0.07)),
-            name="logit_scale",
-        )
-        self.built = True
-
     def _text_arguments(self, inputs) -> dict:
         return {"padding_mask": inputs.get("padding_mask")}
-
-    def _scale_logits(self, cosine):
-        return cosine * ops.exp(ops.cast(self.logit_scale, "float32"))
-
-    def get_config(self):
-        config = super().get_config()
-        vision, text = self.vision_model, self.text_model
-        config.update(
-            image_size=list(vision.image_size),
-            patch_size=vision.patch_size,
-            vision_hidden_dim=vision.hidden_dim,
-            vision_num_layers=vision.num_layers,
-            vision_num_heads=vision.num_heads,
-            vision_intermediate_dim=vision.intermediate_dim,
-            vocabulary_size=text.vocabulary_size,
-            max_text_length=text.max_length,
-            text_hidden_dim=text.hidden_dim,
-            text_num_layers=text.num_layers,
-            text_num_heads=text.num_heads,
-            text_intermediate_dim=text.intermediate_dim,
-            projection_dim=vision.projection_dim,
-            activation=vision.activation,
-            layer_norm_epsilon=vision.layer_norm_epsilon,
-            eos_token_id=text.eos_token_id,
-            variant=self.variant,
-        )
-        return config

@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from kvmm.models.processor import as_text_list
 
 BOS_TOKEN = "<|startoftext|>"
 EOS_TOKEN = "<|endoftext|>"
@@ -162,7 +164,7 @@ class CLIPTokenizer:
 
         Returns ``{"token_ids": int32 (N, L), "padding_mask": bool (N, L)}``.
         """
-        texts = _as_text_list(texts)
+        texts = as_text_list(texts)
         token_ids = np.full((len(texts), self.sequence_length), self.pad_id, dtype=np.int32)
         padding_mask = np.zeros((len(texts), self.sequence_length), dtype=bool)
         if texts:
@@ -198,18 +200,6 @@ class CLIPTokenizer:
             f"sequence_length={self.sequence_length}, vocabulary_size={self.vocabulary_size}, "
             f"pad_token={self.special_tokens['pad_token']!r})"
         )
-
-
-def _as_text_list(texts: Any) -> list[str]:
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Iterable) or isinstance(texts, (bytes, bytearray)):
-        raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}.")
-    texts = list(texts)
-    bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-    if bad:
-        raise TypeError(f"texts must be a str or a list of str; the list holds a {bad[0]}.")
-    return texts
 
 
 # --- Files ---------------------------------------------------------------------------------

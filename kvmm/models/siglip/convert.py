@@ -11,13 +11,12 @@ from kvmm.loading import Rule
 from kvmm.models.keymap import (
     conv,
     dense,
+    fused_qkv,
     hf_encoder,
     hf_tower_arguments,
     layer_norm,
-    linear,
     mlp,
     position_grid,
-    rows,
     same,
 )
 
@@ -25,7 +24,6 @@ from kvmm.models.keymap import (
 def vision_key_map(vision, prefix: str = "vision_model") -> list[Rule]:
     """Rules for :class:`SigLIPVisionEncoder` (also usable for a bare ``SiglipVisionModel``)."""
     head = vision.head
-    in_proj = [head.attention.query, head.attention.key, head.attention.value]
     rules = [
         Rule(f"{prefix}.embeddings.patch_embedding.weight",
              [(vision.patch_embedding.projection.kernel, conv)]),
@@ -38,11 +36,8 @@ def vision_key_map(vision, prefix: str = "vision_model") -> list[Rule]:
     rules += layer_norm(f"{prefix}.post_layernorm", vision.post_layer_norm)
     rules += [
         Rule(f"{prefix}.head.probe", [(head.probe, same)]),
-        Rule(f"{prefix}.head.attention.in_proj_weight",
-             [(d.kernel, rows(i, 3, linear)) for i, d in enumerate(in_proj)]),
-        Rule(f"{prefix}.head.attention.in_proj_bias",
-             [(d.bias, rows(i, 3)) for i, d in enumerate(in_proj)]),
     ]
+    rules += fused_qkv(f"{prefix}.head.attention.", head.attention, "in_proj_weight", "in_proj_bias")
     rules += dense(f"{prefix}.head.attention.out_proj", head.attention.output_dense)
     rules += layer_norm(f"{prefix}.head.layernorm", head.layer_norm)
     rules += mlp(f"{prefix}.head.mlp", head.mlp)

@@ -16,6 +16,7 @@ from kvmm.layers import (
 from kvmm.layers.initialization import initializer
 from kvmm.models.dual_encoder import (
     DualEncoder,
+    RecordedConfig,
     check_images,
     check_token_ids,
 )
@@ -23,7 +24,7 @@ from kvmm.utils.images import image_size_pair
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class SigLIPVisionEncoder(keras.Model):
+class SigLIPVisionEncoder(RecordedConfig, keras.Model):
     """SigLIP image tower: patches + positions, pre-LN encoder, post-LN, attention-pooling head.
 
     Calling it on ``(batch, H, W, 3)`` images (values in [-1, 1], see
@@ -47,6 +48,7 @@ class SigLIPVisionEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._record_arguments(locals())
         self.image_size = image_size_pair(image_size)
         self.patch_size = patch_size
         self.hidden_dim = hidden_dim
@@ -131,22 +133,10 @@ class SigLIPVisionEncoder(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.hidden_dim)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            image_size=list(self.image_size),
-            patch_size=self.patch_size,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
-class SigLIPTextEncoder(keras.Model):
+class SigLIPTextEncoder(RecordedConfig, keras.Model):
     """SigLIP text tower: token + position embeddings, encoder (no mask), final LN, head.
 
     Takes ``(batch, length)`` int token ids, ``length <= max_length``, and returns
@@ -168,6 +158,7 @@ class SigLIPTextEncoder(keras.Model):
         **kwargs,
     ):
         super().__init__(**kwargs)
+        self._record_arguments(locals())
         self.vocabulary_size = vocabulary_size
         self.max_length = max_length
         self.hidden_dim = hidden_dim
@@ -242,19 +233,6 @@ class SigLIPTextEncoder(keras.Model):
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.projection_dim)
 
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            vocabulary_size=self.vocabulary_size,
-            max_length=self.max_length,
-            hidden_dim=self.hidden_dim,
-            num_layers=self.num_layers,
-            num_heads=self.num_heads,
-            intermediate_dim=self.intermediate_dim,
-            projection_dim=self.projection_dim,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-        )
-        return config
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -278,6 +256,7 @@ class SigLIPModel(DualEncoder):
     """
 
     family = "siglip"
+    probability = "sigmoid"
 
     def __init__(
         self,
@@ -298,7 +277,7 @@ class SigLIPModel(DualEncoder):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self._init_attributes(variant)
+        self._init_attributes(variant, locals())
         self.layer_norm_epsilon = layer_norm_epsilon
         policy = self.dtype_policy
         self.vision_model = SigLIPVisionEncoder(
@@ -344,23 +323,3 @@ class SigLIPModel(DualEncoder):
         scale = ops.exp(ops.cast(self.logit_scale, "float32"))
         return cosine * scale + ops.cast(self.logit_bias, "float32")
 
-    def get_config(self):
-        config = super().get_config()
-        vision, text = self.vision_model, self.text_model
-        config.update(
-            image_size=list(vision.image_size),
-            patch_size=vision.patch_size,
-            vision_hidden_dim=vision.hidden_dim,
-            vision_num_layers=vision.num_layers,
-            vision_num_heads=vision.num_heads,
-            vision_intermediate_dim=vision.intermediate_dim,
-            vocabulary_size=text.vocabulary_size,
-            max_text_length=text.max_length,
-            text_hidden_dim=text.hidden_dim,
-            text_num_layers=text.num_layers,
-            text_num_heads=text.num_heads,
-            text_intermediate_dim=text.intermediate_dim,
-            layer_norm_epsilon=self.layer_norm_epsilon,
-            variant=self.variant,
-        )
-        return config
