@@ -32,12 +32,16 @@ from pathlib import Path
 
 import numpy as np
 
-from kvmm.errors import WeightsError
+from kvmm.errors import HubUnavailableError, WeightsError
 from kvmm.layers.initialization import no_init
 from kvmm.utils.hub import hub_file, hub_file_if_exists
 
 #: Bump when the layout of converted ``.weights.h5`` cache files changes.
 CACHE_FORMAT_VERSION = 1
+
+#: Where the small weight files the repository ships live (the demo model): ``weights/``
+#: next to the ``kvmm`` package in a source checkout / editable install.
+SHIPPED_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 # ---------------------------------------------------------------------------------------
@@ -45,7 +49,11 @@ CACHE_FORMAT_VERSION = 1
 # ---------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class NamedWeights:
-    """A named pretrained weight: its Hugging Face repo and what it sets in the model."""
+    """A named pretrained weight: its Hugging Face repo and what it sets in the model.
+
+    ``local`` names a ``.weights.h5`` file shipped with kvmm instead (relative to
+    :data:`SHIPPED_WEIGHTS_DIR`); its folder also holds the model's vocabulary.
+    """
 
     repo_id: str
     image_size: int | None = None
@@ -55,6 +63,8 @@ class NamedWeights:
     revision: str | None = None
     #: other model arguments this checkpoint sets (e.g. ``{"activation": "gelu"}``)
     config: dict = dataclasses.field(default_factory=dict)
+    #: a shipped ``.weights.h5`` (relative to SHIPPED_WEIGHTS_DIR) instead of a Hub checkpoint
+    local: str | None = None
 
     def overrides(self) -> dict:
         fields = ("image_size", "vocabulary_size", "max_text_length")
@@ -204,7 +214,7 @@ def _describe(keys: list[str], limit: int = 8) -> str:
 
 def apply_key_map(
     rules: list[Rule],
-    checkpoint: SafetensorsCheckpoint,
+    checkpoint,
     *,
     source: str,
     ignored_keys: tuple[str, ...] = (),
@@ -407,6 +417,14 @@ def resolve_weights(family: ModelFamily, variant: str, weights) -> _Source:
     named = family.weights.get(variant, {})
     if isinstance(weights, str) and weights in named:
         spec = named[weights]
+        if spec.local is not None:
+            path = SHIPPED_WEIGHTS_DIR / spec.local
+            if not path.is_file():
+                raise WeightsError(
+                    f"The shipped weights {variant}/{weights} are not installed ({path} is "
+                    f"missing): they come with a source checkout of kvmm (pip install -e .)."
+                )
+            return _Source("h5", f"{variant}/{weights} ({path})", path=path, named=spec)
         return _Source("named", f"{variant}/{weights} ({spec.repo_id})", spec.repo_id,
                        spec.revision, named=spec)
     if isinstance(weights, str) and weights.startswith("hf:"):
@@ -456,12 +474,20 @@ def _fetch_checkpoint(family: ModelFamily, source: _Source) -> Path:
     if source.kind == "folder":
         found = _find_in_folder(source.path, family.checkpoint_files)
         if found is None:
+            present = sorted(p.name for p in source.path.iterdir())[:8]
             raise WeightsError(
-                f"{source.path} has none of {', '.join(family.checkpoint_files)}."
+                f"{source.path} has none of {', '.join(family.checkpoint_files)} (a "
+                f"{family.name} checkpoint folder holds them; this one has: "
+                f"{', '.join(present) or 'nothing'})."
             )
         return found
+    unavailable = None
     for name in family.checkpoint_files:
-        local = hub_file_if_exists(source.repo_id, name, revision=source.revision)
+        try:
+            local = hub_file_if_exists(source.repo_id, name, revision=source.revision)
+        except HubUnavailableError as exc:  # offline: a later candidate may be cached
+            unavailable = unavailable or exc
+            continue
         if local is None:
             continue
         if name.endswith(".index.json"):
@@ -469,7 +495,21 @@ def _fetch_checkpoint(family: ModelFamily, source: _Source) -> Path:
             for shard in sorted(set(index["weight_map"].values())):
                 hub_file(source.repo_id, shard, revision=source.revision)
         return Path(local)
+    if unavailable is not None:
+        raise unavailable
     raise WeightsError(f"{source.repo_id} has none of {', '.join(family.checkpoint_files)}.")
+
+
+def open_checkpoint(path: str | os.PathLike):
+    """A lazy tensor reader for ``path``: :class:`SafetensorsCheckpoint` for
+    ``.safetensors`` (or a shard index), otherwise a PyTorch pickle read without running
+    code from it (:class:`kvmm.utils.torch_pickle.TorchCheckpoint`)."""
+    path = Path(path)
+    if path.name.endswith((".safetensors", ".index.json")):
+        return SafetensorsCheckpoint.from_file(path)
+    from kvmm.utils.torch_pickle import TorchCheckpoint
+
+    return TorchCheckpoint(path)
 
 
 def _checkpoint_config(family: ModelFamily, source: _Source) -> tuple[dict | None, str | None]:
@@ -542,8 +582,8 @@ def create_model(
             arch = family.config_from_checkpoint(checkpoint_config)
             _check_architecture(family, variant, arch, source)
             config.update({k: v for k, v in arch.items() if k not in family.architecture_keys})
-        if source.named is not None:
-            config.update(source.named.overrides())
+    if source is not None and source.named is not None:
+        config.update(source.named.overrides())
 
     if input_shape is not None:
         config["image_size"] = (int(input_shape[0]), int(input_shape[1]))
@@ -573,6 +613,9 @@ def create_model(
 def _load_source(family, model, variant, source, revision, progress) -> None:
     if source.kind == "h5":
         load_weights_file(model, source.path)
+        if source.named is not None:  # shipped weights: the vocabulary lies beside them
+            model.weights_source = source.label
+            model.vocabulary_path = str(source.path.parent)
         return
 
     cache_path = None
@@ -588,7 +631,7 @@ def _load_source(family, model, variant, source, revision, progress) -> None:
             with contextlib.suppress(OSError):
                 cache_path.unlink()
 
-    checkpoint = SafetensorsCheckpoint.from_file(_fetch_checkpoint(family, source))
+    checkpoint = open_checkpoint(_fetch_checkpoint(family, source))
     rules = family.key_map(model)
     _check_coverage(family, model, rules)
     apply_key_map(

@@ -277,3 +277,39 @@ def clip_vocab(tmp_path_factory) -> str:
     256 byte symbols, the same with ``</w>``, merged tokens, then ``<|startoftext|>`` and
     ``<|endoftext|>`` as the last two ids. No tokenizer_config / special_tokens_map."""
     return str(write_clip_vocabulary(tmp_path_factory.mktemp("clip_vocab")))
+
+
+# --- BiomedCLIP WordPiece vocabulary ---------------------------------------------------------
+
+_BERT_TEXTS = (
+    "adenocarcinoma histopathology", "squamous cell carcinoma histopathology",
+    "left-sided pleural effusion chest x-ray", "a brain MRI scan, axial T2-weighted",
+    "Hematoxylin and eosin (H&E) stained tissue", "CT of the abdomen with contrast",
+    "café crème naïve résumé Ångström", "猫が寝ている 犬の写真", "привет мир",
+)
+
+
+@pytest.fixture(scope="session")
+def bert_vocab(tmp_path_factory) -> str:
+    """Folder with a small uncased WordPiece ``vocab.txt`` (trained here) laid out like
+    PubMedBERT's: ``[PAD]`` 0, ``[UNK]`` 1, ``[CLS]`` 2, ``[SEP]`` 3, ``[MASK]`` 4, and a
+    ``tokenizer_config.json`` naming transformers' BertTokenizer (do_lower_case)."""
+    import json
+
+    from tokenizers import BertWordPieceTokenizer
+
+    folder = tmp_path_factory.mktemp("bert_vocab")
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    trainer.train_from_iterator(
+        _training_sentences(1500) + list(_BERT_TEXTS) * 10,
+        vocab_size=400,
+        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
+        show_progress=False,
+    )
+    trainer.save_model(str(folder))
+    (folder / "tokenizer_config.json").write_text(
+        json.dumps({"tokenizer_class": "BertTokenizer", "do_lower_case": True})
+    )
+    lines = (folder / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    assert lines[:5] == ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] and len(lines) <= 400
+    return str(folder)

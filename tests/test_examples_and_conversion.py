@@ -92,3 +92,20 @@ def test_convert_and_verify_a_clip_checkpoint(tmp_path):
         build_clip_tiny(weights=str(out)).encode_images(images),
         build_clip_tiny(weights=str(folder)).encode_images(images),
     )
+
+
+def test_convert_and_verify_a_biomedclip_checkpoint_against_open_clip(tmp_path, bert_vocab):
+    from tiny_family import BIOMEDCLIP_TINY_FAMILY, build_biomedclip_tiny
+
+    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_TINY, hfc.BERT_TINY, tmp_path, seed=25)
+    folder = hfc.save_biomedclip(reference, hfc.BIOMEDCLIP_TINY, tmp_path / "bm", "bin", bert_vocab)
+    out = tmp_path / "bm.weights.h5"
+    logs = []
+    report = convert("BiomedClipTiny", str(folder), out, verify=True,
+                     family=BIOMEDCLIP_TINY_FAMILY, log=logs.append)
+    assert max(report.values()) < 1e-4 and any("open_clip" in line for line in logs)
+    images = np.ones((1, 32, 32, 3), "float32")
+    np.testing.assert_array_equal(
+        build_biomedclip_tiny(weights=str(out)).encode_images(images),
+        build_biomedclip_tiny(weights=str(folder)).encode_images(images),
+    )

@@ -7,6 +7,7 @@ import dataclasses
 
 import hf_checkpoints as hfc
 from kvmm.loading import NamedWeights, create_model
+from kvmm.models.biomedclip import BIOMEDCLIP
 from kvmm.models.clip import CLIP
 from kvmm.models.siglip import SIGLIP
 
@@ -29,3 +30,18 @@ CLIP_TINY_FAMILY = dataclasses.replace(
 
 def build_clip_tiny(weights=None, **kwargs):
     return create_model(CLIP_TINY_FAMILY, "ClipTiny", weights=weights, **kwargs)
+
+
+BIOMEDCLIP_TINY_REPO = "kvmm-tests/biomedclip-tiny-patch8-32"
+BIOMEDCLIP_TINY_FAMILY = dataclasses.replace(
+    BIOMEDCLIP,
+    variants={**BIOMEDCLIP.variants, "BiomedClipTiny": hfc.BIOMEDCLIP_TINY_VARIANT},
+    weights={
+        **BIOMEDCLIP.weights,
+        "BiomedClipTiny": {"test_32": NamedWeights(BIOMEDCLIP_TINY_REPO, image_size=32)},
+    },
+)
+
+
+def build_biomedclip_tiny(weights=None, **kwargs):
+    return create_model(BIOMEDCLIP_TINY_FAMILY, "BiomedClipTiny", weights=weights, **kwargs)

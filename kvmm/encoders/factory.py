@@ -55,7 +55,7 @@ def register_encoder_family(family: EncoderFamily) -> None:
 
 register_encoder_family(EncoderFamily("siglip", "kvmm.models.siglip", "SIGLIP", False, ("siglip",)))
 register_encoder_family(EncoderFamily("clip", "kvmm.models.clip", "CLIP", True, ("clip",)))
-# BiomedCLIP (timm ViT-B/16 with a class token) joins when kvmm.models.biomedclip exists.
+# BiomedCLIP: timm ViT-B/16 with a class token.
 register_encoder_family(
     EncoderFamily("biomedclip", "kvmm.models.biomedclip", "BIOMEDCLIP", True, ("biomedclip",))
 )
@@ -84,9 +84,13 @@ def _canonical_type(encoder_type: str) -> str:
 
 
 def detect_encoder_type(name_or_path: str) -> str:
-    """The family a name stands for: a local folder by its ``config.json`` ``model_type``,
-    otherwise by the name ("siglip" -> SigLIP, "biomedclip" -> BiomedCLIP, else CLIP)."""
-    config = Path(os.path.expanduser(str(name_or_path))) / "config.json"
+    """The family a name stands for: a local folder by its ``config.json`` ``model_type``
+    (an ``open_clip_config.json`` folder is BiomedCLIP), otherwise by the name ("siglip" ->
+    SigLIP, "biomedclip" -> BiomedCLIP, else CLIP)."""
+    folder = Path(os.path.expanduser(str(name_or_path)))
+    config = folder / "config.json"
+    if (folder / "open_clip_config.json").is_file() and not config.is_file():
+        return "biomedclip"
     if config.is_file():
         model_type = json.loads(config.read_text()).get("model_type", "")
         for family in ENCODER_FAMILIES.values():
