@@ -220,8 +220,7 @@ OPENAI_CLIP_PREPROCESS = dict(
 )
 
 
-def build_biomedclip(model_cfg: dict, bert: dict, workdir: Path | None = None, seed: int = 0,
-                     scale: float = 0.02):
+def build_biomedclip(model_cfg: dict, bert: dict, seed: int = 0, scale: float = 0.02):
     """open_clip's ``CustomTextCLIP`` for ``model_cfg`` (built offline, the BERT config
     from ``bert``), every tensor drawn at random like :func:`build_reference`."""
     import torch

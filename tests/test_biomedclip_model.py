@@ -44,7 +44,7 @@ def _assert_parity(model, images, token_ids, ref):
 def full_checkpoint(tmp_path_factory, bert_vocab):
     """The real BiomedCLIP architecture (ViT-B/16 + PubMedBERT-base), open_clip's .bin."""
     work = tmp_path_factory.mktemp("biomedclip-full")
-    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_224, hfc.PUBMEDBERT, work, seed=3)
+    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_224, hfc.PUBMEDBERT, seed=3)
     folder = hfc.save_biomedclip(reference, hfc.BIOMEDCLIP_224, work / "ckpt", "bin", bert_vocab)
     rng = np.random.default_rng(0)
     images = rng.normal(size=(2, 224, 224, 3)).astype("float32")
@@ -79,7 +79,7 @@ def test_full_size_checkpoint_is_refused_by_clip(full_checkpoint):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, bert_vocab):
     work = tmp_path_factory.mktemp("biomedclip-tiny")
-    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_TINY, hfc.BERT_TINY, work, seed=7)
+    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_TINY, hfc.BERT_TINY, seed=7)
     bin_folder = hfc.save_biomedclip(reference, hfc.BIOMEDCLIP_TINY, work / "bin", "bin", bert_vocab)
     st_folder = hfc.save_biomedclip(
         reference, hfc.BIOMEDCLIP_TINY, work / "st", "safetensors", bert_vocab

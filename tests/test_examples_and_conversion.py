@@ -97,7 +97,7 @@ def test_convert_and_verify_a_clip_checkpoint(tmp_path):
 def test_convert_and_verify_a_biomedclip_checkpoint_against_open_clip(tmp_path, bert_vocab):
     from tiny_family import BIOMEDCLIP_TINY_FAMILY, build_biomedclip_tiny
 
-    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_TINY, hfc.BERT_TINY, tmp_path, seed=25)
+    reference = hfc.build_biomedclip(hfc.BIOMEDCLIP_TINY, hfc.BERT_TINY, seed=25)
     folder = hfc.save_biomedclip(reference, hfc.BIOMEDCLIP_TINY, tmp_path / "bm", "bin", bert_vocab)
     out = tmp_path / "bm.weights.h5"
     logs = []

@@ -106,6 +106,21 @@ class RecordedConfig:
         return config
 
 
+#: Model arguments that fix the shape of a dual encoder's towers (checked against a
+#: checkpoint's config by the loader; families add their own).
+VISION_ARCHITECTURE_KEYS = (
+    "patch_size", "vision_hidden_dim", "vision_num_layers", "vision_num_heads",
+    "vision_intermediate_dim",
+)
+TEXT_ARCHITECTURE_KEYS = ("text_hidden_dim", "text_num_layers", "text_num_heads", "text_intermediate_dim")
+
+
+def tower_arguments(arguments: dict, prefix: str) -> dict:
+    """A dual encoder's ``prefix``-ed constructor arguments for one tower, the prefix
+    dropped (``vision_hidden_dim`` -> ``hidden_dim`` with ``prefix="vision_"``)."""
+    return {k[len(prefix):]: v for k, v in arguments.items() if k.startswith(prefix)}
+
+
 class DualEncoder(RecordedConfig, keras.Model):
     """Base of the image-text models: ``vision_model`` and ``text_model`` towers whose calls
     return the (unnormalized) embeddings, and ``logits(image_emb, text_emb)``.

@@ -75,21 +75,50 @@ def fused_qkv(prefix: str, attention, weight: str = "weight", bias: str = "bias"
     return rules
 
 
+#: Checkpoint names of one encoder block's parts (below ``<prefix>.<layer index>.``).
+#: transformers' CLIP / SigLIP encoder layers:
+HF_CLIP_BLOCK = dict(
+    layer_norm1="layer_norm1", query="self_attn.q_proj", key="self_attn.k_proj",
+    value="self_attn.v_proj", output="self_attn.out_proj", layer_norm2="layer_norm2",
+    fc1="mlp.fc1", fc2="mlp.fc2",
+)
+#: transformers' BERT layers (post-LN: layer_norm1 follows attention, layer_norm2 the MLP):
+HF_BERT_BLOCK = dict(
+    query="attention.self.query", key="attention.self.key", value="attention.self.value",
+    output="attention.output.dense", layer_norm1="attention.output.LayerNorm",
+    fc1="intermediate.dense", fc2="output.dense", layer_norm2="output.LayerNorm",
+)
+#: timm ViT blocks (fused ``qkv``):
+TIMM_VIT_BLOCK = dict(
+    layer_norm1="norm1", qkv="attn.qkv", output="attn.proj", layer_norm2="norm2",
+    fc1="mlp.fc1", fc2="mlp.fc2",
+)
+
+
+def encoder_rules(prefix: str, encoder, names: dict) -> list[Rule]:
+    """Every block of a :class:`kvmm.layers.TransformerEncoder` from checkpoint tensors
+    ``{prefix}.{i}.{names[part]}.weight/bias`` (``names``: one of the tables above)."""
+    rules = []
+    for i, block in enumerate(encoder.blocks):
+        p = f"{prefix}.{i}"
+        attention = block.attention
+        rules += layer_norm(f"{p}.{names['layer_norm1']}", block.layer_norm1)
+        if "qkv" in names:
+            rules += fused_qkv(f"{p}.{names['qkv']}.", attention)
+        else:
+            for part in ("query", "key", "value"):
+                rules += dense(f"{p}.{names[part]}", getattr(attention, part))
+        rules += dense(f"{p}.{names['output']}", attention.output_dense)
+        rules += layer_norm(f"{p}.{names['layer_norm2']}", block.layer_norm2)
+        rules += dense(f"{p}.{names['fc1']}", block.mlp.fc1)
+        rules += dense(f"{p}.{names['fc2']}", block.mlp.fc2)
+    return rules
+
+
 def hf_encoder(prefix: str, encoder) -> list[Rule]:
     """A transformers CLIP/SigLIP-style encoder (``{prefix}.layers.N.self_attn.q_proj`` ...)
     onto a :class:`kvmm.layers.TransformerEncoder`."""
-    rules = []
-    for i, block in enumerate(encoder.blocks):
-        p = f"{prefix}.layers.{i}"
-        attention = block.attention
-        rules += layer_norm(f"{p}.layer_norm1", block.layer_norm1)
-        rules += dense(f"{p}.self_attn.q_proj", attention.query)
-        rules += dense(f"{p}.self_attn.k_proj", attention.key)
-        rules += dense(f"{p}.self_attn.v_proj", attention.value)
-        rules += dense(f"{p}.self_attn.out_proj", attention.output_dense)
-        rules += layer_norm(f"{p}.layer_norm2", block.layer_norm2)
-        rules += mlp(f"{p}.mlp", block.mlp)
-    return rules
+    return encoder_rules(f"{prefix}.layers", encoder, HF_CLIP_BLOCK)
 
 
 def hf_tower_arguments(vision: dict, text: dict) -> dict:

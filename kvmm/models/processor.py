@@ -26,10 +26,47 @@ def as_text_list(texts: Any) -> list[str]:
 
 
 class Processor:
-    """Base of ``SigLIPProcessor``, ``CLIPProcessor``, ...: subclasses set
-    ``self.image_processor`` and implement :meth:`_encode_text`."""
+    """Base of ``SigLIPProcessor``, ``CLIPProcessor``, ``BiomedCLIPProcessor``: subclasses
+    set ``self.image_processor``, ``self.sequence_length``, ``self.vocabulary`` (a local
+    path or None) and ``self.vocabulary_repo``, and name their tokenizer class and how a
+    Hub vocabulary is fetched (:meth:`_fetch_vocabulary`)."""
 
     image_processor = None
+    tokenizer_class: type | None = None
+    _tokenizer = None
+
+    @classmethod
+    def for_model(cls, model: Any):
+        """The processor that matches ``model``: its image size (``model.image_size``),
+        text length (``model.max_text_length``) and vocabulary — the checkpoint's own,
+        from the local folder the weights came from (``model.vocabulary_path``, preferred)
+        or their Hub repository (``model.vocabulary_repo``, fetched on first use of text)."""
+        return cls(**cls._arguments_for(model))
+
+    @classmethod
+    def _arguments_for(cls, model: Any) -> dict:
+        arguments = dict(
+            image_size=model.image_size,
+            sequence_length=int(model.max_text_length),
+            vocabulary=getattr(model, "vocabulary_path", None) or None,
+        )
+        repo = getattr(model, "vocabulary_repo", None)
+        if repo:
+            arguments["vocabulary_repo"] = repo
+        return arguments
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer; the first access fetches the default vocabulary if needed
+        (so image-only use needs no network)."""
+        if self._tokenizer is None:
+            path = self.vocabulary or self._fetch_vocabulary()
+            self._tokenizer = self.tokenizer_class(path, sequence_length=self.sequence_length)
+        return self._tokenizer
+
+    def _fetch_vocabulary(self) -> str:
+        """The local path of the default vocabulary (from ``self.vocabulary_repo``)."""
+        raise NotImplementedError
 
     @property
     def image_size(self) -> int | tuple[int, int]:
@@ -38,8 +75,14 @@ class Processor:
         return height if height == width else (height, width)
 
     def _encode_text(self, text: str | Sequence[str]) -> dict[str, np.ndarray]:
-        """The text part of the output dict (``token_ids``, ``input_ids``, ...)."""
-        raise NotImplementedError
+        """The text part of the output dict: ``token_ids`` (also as ``input_ids``) and
+        ``padding_mask``, from a tokenizer that returns both."""
+        tokens = self.tokenizer(text)
+        return {
+            "token_ids": tokens["token_ids"],
+            "input_ids": tokens["token_ids"],
+            "padding_mask": tokens["padding_mask"],
+        }
 
     def __call__(
         self,

@@ -13,7 +13,16 @@ import re
 
 from kvmm.errors import WeightsError
 from kvmm.loading import Rule
-from kvmm.models.keymap import conv, dense, fused_qkv, layer_norm, mlp, position_grid, same
+from kvmm.models.keymap import (
+    HF_BERT_BLOCK,
+    TIMM_VIT_BLOCK,
+    conv,
+    dense,
+    encoder_rules,
+    layer_norm,
+    position_grid,
+    same,
+)
 
 
 def _reshape(array, shape):
@@ -35,13 +44,7 @@ def vision_key_map(vision, prefix: str = "visual") -> list[Rule]:
         Rule(f"{trunk}.patch_embed.proj.bias",
              [(vision.patch_embedding.projection.bias, same)]),
     ]
-    for i, block in enumerate(vision.encoder.blocks):
-        p = f"{trunk}.blocks.{i}"
-        rules += layer_norm(f"{p}.norm1", block.layer_norm1)
-        rules += fused_qkv(f"{p}.attn.qkv.", block.attention)
-        rules += dense(f"{p}.attn.proj", block.attention.output_dense)
-        rules += layer_norm(f"{p}.norm2", block.layer_norm2)
-        rules += mlp(f"{p}.mlp", block.mlp)
+    rules += encoder_rules(f"{trunk}.blocks", vision.encoder, TIMM_VIT_BLOCK)
     rules += layer_norm(f"{trunk}.norm", vision.post_layer_norm)
     rules += dense(f"{prefix}.head.proj", vision.projection)
     return rules
@@ -59,17 +62,7 @@ def text_key_map(text, prefix: str = "text") -> list[Rule]:
              [(text.token_type_embedding.embeddings, same)]),
     ]
     rules += layer_norm(f"{embeddings}.LayerNorm", text.embeddings_layer_norm)
-    for i, block in enumerate(text.encoder.blocks):
-        p = f"{prefix}.transformer.encoder.layer.{i}"
-        attention = block.attention
-        rules += dense(f"{p}.attention.self.query", attention.query)
-        rules += dense(f"{p}.attention.self.key", attention.key)
-        rules += dense(f"{p}.attention.self.value", attention.value)
-        rules += dense(f"{p}.attention.output.dense", attention.output_dense)
-        rules += layer_norm(f"{p}.attention.output.LayerNorm", block.layer_norm1)
-        rules += dense(f"{p}.intermediate.dense", block.mlp.fc1)
-        rules += dense(f"{p}.output.dense", block.mlp.fc2)
-        rules += layer_norm(f"{p}.output.LayerNorm", block.layer_norm2)
+    rules += encoder_rules(f"{prefix}.transformer.encoder.layer", text.encoder, HF_BERT_BLOCK)
     rules += dense(f"{prefix}.proj.0", text.projection.fc1)
     rules += dense(f"{prefix}.proj.2", text.projection.fc2)
     return rules

@@ -15,7 +15,12 @@ from keras import ops
 from kvmm.layers import MLP, PositionEmbedding, TransformerEncoder
 from kvmm.layers.initialization import initializer
 from kvmm.models.clip.model import CLIPVisionEncoder
-from kvmm.models.dual_encoder import RecordedConfig, SoftmaxDualEncoder, check_token_ids
+from kvmm.models.dual_encoder import (
+    RecordedConfig,
+    SoftmaxDualEncoder,
+    check_token_ids,
+    tower_arguments,
+)
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -193,16 +198,13 @@ class BiomedCLIPModel(SoftmaxDualEncoder):
         super().__init__(**kwargs)
         self._init_attributes(variant, locals())
         policy = self.dtype_policy
+        arguments = self._recorded_arguments
         self.vision_model = CLIPVisionEncoder(
             image_size=image_size,
             patch_size=patch_size,
-            hidden_dim=vision_hidden_dim,
-            num_layers=vision_num_layers,
-            num_heads=vision_num_heads,
-            intermediate_dim=vision_intermediate_dim,
+            **tower_arguments(arguments, "vision_"),
             projection_dim=projection_dim,
             activation="gelu",
-            layer_norm_epsilon=vision_layer_norm_epsilon,
             use_patch_bias=True,
             use_pre_layer_norm=False,
             dtype=policy,
@@ -211,13 +213,9 @@ class BiomedCLIPModel(SoftmaxDualEncoder):
         self.text_model = BiomedCLIPTextEncoder(
             vocabulary_size=vocabulary_size,
             max_length=max_text_length,
-            num_positions=max(text_num_positions, max_text_length),
-            hidden_dim=text_hidden_dim,
-            num_layers=text_num_layers,
-            num_heads=text_num_heads,
-            intermediate_dim=text_intermediate_dim,
+            **{**tower_arguments(arguments, "text_"),
+               "num_positions": max(text_num_positions, max_text_length)},
             projection_dim=projection_dim,
-            layer_norm_epsilon=text_layer_norm_epsilon,
             pad_token_id=pad_token_id,
             dtype=policy,
             name="text_model",

@@ -6,7 +6,6 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from kvmm.models.biomedclip.image_processor import BiomedCLIPImageProcessor
 from kvmm.models.biomedclip.tokenizer import (
@@ -34,6 +33,9 @@ class BiomedCLIPProcessor(Processor):
             repository without ``vocab.txt`` is looked up through its
             ``open_clip_config.json`` (``hf_tokenizer_name``, as open_clip does).
 
+    ``BiomedCLIPProcessor.for_model(model)`` matches a loaded model (image size, context,
+    the checkpoint's own ``vocab.txt``).
+
     Calling it returns a dict of NumPy arrays: ``"images"`` ``float32 (N, H, W, 3)``;
     ``"token_ids"`` / ``"input_ids"`` ``int32 (M, sequence_length)`` and
     ``"padding_mask"`` ``bool`` when text is given.
@@ -52,6 +54,8 @@ class BiomedCLIPProcessor(Processor):
         kvmm.errors.ImageReadError: an image cannot be read.
     """
 
+    tokenizer_class = BiomedCLIPTokenizer
+
     def __init__(
         self,
         image_size: int | Sequence[int] = 224,
@@ -67,34 +71,9 @@ class BiomedCLIPProcessor(Processor):
             vocabulary = str(resolve_vocabulary_file(vocabulary))  # fail now, naming the path
         self.vocabulary = vocabulary
         self.vocabulary_repo = vocabulary_repo
-        self._tokenizer: BiomedCLIPTokenizer | None = None
 
-    @classmethod
-    def for_model(cls, model: Any) -> BiomedCLIPProcessor:
-        """The processor matching ``model``: its image size, text length and vocabulary
-        (the checkpoint folder's ``vocab.txt``, or the Hub repo the weights came from)."""
-        return cls(
-            image_size=model.image_size,
-            sequence_length=int(model.max_text_length),
-            vocabulary=getattr(model, "vocabulary_path", None) or None,
-            vocabulary_repo=getattr(model, "vocabulary_repo", None) or DEFAULT_VOCABULARY_REPO,
-        )
-
-    @property
-    def tokenizer(self) -> BiomedCLIPTokenizer:
-        """The text tokenizer; the first access fetches the default vocabulary if needed."""
-        if self._tokenizer is None:
-            path = self.vocabulary or fetch_vocabulary(self.vocabulary_repo)
-            self._tokenizer = BiomedCLIPTokenizer(path, sequence_length=self.sequence_length)
-        return self._tokenizer
-
-    def _encode_text(self, text):
-        tokens = self.tokenizer(text)
-        return {
-            "token_ids": tokens["token_ids"],
-            "input_ids": tokens["token_ids"],
-            "padding_mask": tokens["padding_mask"],
-        }
+    def _fetch_vocabulary(self) -> str:
+        return fetch_vocabulary(self.vocabulary_repo)
 
     def __repr__(self) -> str:
         vocabulary = self.vocabulary or f"hf://{self.vocabulary_repo}/{VOCAB_FILENAME}"

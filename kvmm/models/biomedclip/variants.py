@@ -6,6 +6,7 @@ from kvmm.loading import ModelFamily, variant_builder
 from kvmm.models.biomedclip.convert import IGNORED_KEYS, biomedclip_key_map, config_from_checkpoint
 from kvmm.models.biomedclip.model import BiomedCLIPModel
 from kvmm.models.biomedclip.presets import BIOMEDCLIP_VARIANTS, BIOMEDCLIP_WEIGHTS
+from kvmm.models.dual_encoder import VISION_ARCHITECTURE_KEYS
 
 BIOMEDCLIP = ModelFamily(
     name="BiomedCLIP",
@@ -14,14 +15,8 @@ BIOMEDCLIP = ModelFamily(
     weights=BIOMEDCLIP_WEIGHTS,
     key_map=biomedclip_key_map,
     config_from_checkpoint=config_from_checkpoint,
-    architecture_keys=(
-        "patch_size",
-        "vision_hidden_dim",
-        "vision_num_layers",
-        "vision_num_heads",
-        "vision_intermediate_dim",
-        "projection_dim",
-    ),
+    # The text tower's sizes are not in open_clip_config.json: tensor shapes check them.
+    architecture_keys=(*VISION_ARCHITECTURE_KEYS, "projection_dim"),
     ignored_keys=IGNORED_KEYS,
     config_file="open_clip_config.json",
     # safetensors first: it is read without any pickle at all.

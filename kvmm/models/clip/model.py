@@ -12,6 +12,7 @@ from kvmm.models.dual_encoder import (
     SoftmaxDualEncoder,
     check_images,
     check_token_ids,
+    tower_arguments,
 )
 from kvmm.utils.images import image_size_pair
 
@@ -308,13 +309,11 @@ class CLIPModel(SoftmaxDualEncoder):
         super().__init__(**kwargs)
         self._init_attributes(variant, locals())
         policy = self.dtype_policy
+        arguments = self._recorded_arguments
         self.vision_model = CLIPVisionEncoder(
             image_size=image_size,
             patch_size=patch_size,
-            hidden_dim=vision_hidden_dim,
-            num_layers=vision_num_layers,
-            num_heads=vision_num_heads,
-            intermediate_dim=vision_intermediate_dim,
+            **tower_arguments(arguments, "vision_"),
             projection_dim=projection_dim,
             activation=activation,
             layer_norm_epsilon=layer_norm_epsilon,
@@ -324,10 +323,7 @@ class CLIPModel(SoftmaxDualEncoder):
         self.text_model = CLIPTextEncoder(
             vocabulary_size=vocabulary_size,
             max_length=max_text_length,
-            hidden_dim=text_hidden_dim,
-            num_layers=text_num_layers,
-            num_heads=text_num_heads,
-            intermediate_dim=text_intermediate_dim,
+            **tower_arguments(arguments, "text_"),
             projection_dim=projection_dim,
             activation=activation,
             layer_norm_epsilon=layer_norm_epsilon,

@@ -68,6 +68,8 @@ class CLIPProcessor(Processor):
         kvmm.errors.ImageReadError: an image cannot be read.
     """
 
+    tokenizer_class = CLIPTokenizer
+
     def __init__(
         self,
         image_size: int | Sequence[int] = 224,
@@ -90,7 +92,6 @@ class CLIPProcessor(Processor):
             resolve_vocabulary_files(vocabulary)  # fail now, naming the path
         self.vocabulary = vocabulary
         self.vocabulary_repo = vocabulary_repo
-        self._tokenizer: CLIPTokenizer | None = None
 
     @classmethod
     def for_model(cls, model: Any) -> CLIPProcessor:
@@ -105,30 +106,10 @@ class CLIPProcessor(Processor):
         >>> CLIPProcessor.for_model(model)                                 # doctest: +SKIP
         CLIPProcessor(image_size=336, sequence_length=77, ...)
         """
-        return cls(
-            image_size=model.image_size,
-            sequence_length=int(model.max_text_length),
-            vocabulary=getattr(model, "vocabulary_path", None) or None,
-            vocabulary_repo=getattr(model, "vocabulary_repo", None) or DEFAULT_VOCABULARY_REPO,
-        )
+        return super().for_model(model)
 
-    @property
-    def tokenizer(self) -> CLIPTokenizer:
-        """The text tokenizer; the first access fetches the default vocabulary if needed."""
-        if self._tokenizer is None:
-            path = self.vocabulary
-            if path is None:
-                path = fetch_vocabulary(self.vocabulary_repo)
-            self._tokenizer = CLIPTokenizer(path, sequence_length=self.sequence_length)
-        return self._tokenizer
-
-    def _encode_text(self, text):
-        tokens = self.tokenizer(text)
-        return {
-            "token_ids": tokens["token_ids"],
-            "input_ids": tokens["token_ids"],
-            "padding_mask": tokens["padding_mask"],
-        }
+    def _fetch_vocabulary(self) -> str:
+        return fetch_vocabulary(self.vocabulary_repo)
 
     def __repr__(self) -> str:
         vocabulary = self.vocabulary if self.vocabulary is not None else (

@@ -6,6 +6,7 @@ from kvmm.loading import ModelFamily, variant_builder
 from kvmm.models.clip.convert import clip_key_map, config_from_checkpoint
 from kvmm.models.clip.model import CLIPModel
 from kvmm.models.clip.presets import CLIP_VARIANTS, CLIP_WEIGHTS
+from kvmm.models.dual_encoder import TEXT_ARCHITECTURE_KEYS, VISION_ARCHITECTURE_KEYS
 
 CLIP = ModelFamily(
     name="CLIP",
@@ -14,18 +15,7 @@ CLIP = ModelFamily(
     weights=CLIP_WEIGHTS,
     key_map=clip_key_map,
     config_from_checkpoint=config_from_checkpoint,
-    architecture_keys=(
-        "patch_size",
-        "vision_hidden_dim",
-        "vision_num_layers",
-        "vision_num_heads",
-        "vision_intermediate_dim",
-        "text_hidden_dim",
-        "text_num_layers",
-        "text_num_heads",
-        "text_intermediate_dim",
-        "projection_dim",
-    ),
+    architecture_keys=(*VISION_ARCHITECTURE_KEYS, *TEXT_ARCHITECTURE_KEYS, "projection_dim"),
     ignored_keys=(r"\.position_ids$",),
     vocabulary_files=("tokenizer.json", "vocab.json"),  # a folder holding either
 )

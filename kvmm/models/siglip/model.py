@@ -19,6 +19,7 @@ from kvmm.models.dual_encoder import (
     RecordedConfig,
     check_images,
     check_token_ids,
+    tower_arguments,
 )
 from kvmm.utils.images import image_size_pair
 
@@ -280,13 +281,11 @@ class SigLIPModel(DualEncoder):
         self._init_attributes(variant, locals())
         self.layer_norm_epsilon = layer_norm_epsilon
         policy = self.dtype_policy
+        arguments = self._recorded_arguments
         self.vision_model = SigLIPVisionEncoder(
             image_size=image_size,
             patch_size=patch_size,
-            hidden_dim=vision_hidden_dim,
-            num_layers=vision_num_layers,
-            num_heads=vision_num_heads,
-            intermediate_dim=vision_intermediate_dim,
+            **tower_arguments(arguments, "vision_"),
             layer_norm_epsilon=layer_norm_epsilon,
             dtype=policy,
             name="vision_model",
@@ -294,10 +293,7 @@ class SigLIPModel(DualEncoder):
         self.text_model = SigLIPTextEncoder(
             vocabulary_size=vocabulary_size,
             max_length=max_text_length,
-            hidden_dim=text_hidden_dim,
-            num_layers=text_num_layers,
-            num_heads=text_num_heads,
-            intermediate_dim=text_intermediate_dim,
+            **tower_arguments(arguments, "text_"),
             projection_dim=vision_hidden_dim,
             layer_norm_epsilon=layer_norm_epsilon,
             dtype=policy,

@@ -64,6 +64,8 @@ class SigLIPProcessor(Processor):
         kvmm.errors.ImageReadError: an image cannot be read.
     """
 
+    tokenizer_class = SigLIPTokenizer
+
     def __init__(
         self,
         multilingual: bool = False,
@@ -79,7 +81,6 @@ class SigLIPProcessor(Processor):
         self.image_processor = SigLIPImageProcessor(image_size)
         self.vocabulary = None if vocabulary is None else resolve_vocabulary_path(vocabulary)
         self._vocabulary_repo = vocabulary_repo
-        self._tokenizer: SigLIPTokenizer | None = None
 
     @classmethod
     def for_model(cls, model: Any) -> SigLIPProcessor:
@@ -95,13 +96,12 @@ class SigLIPProcessor(Processor):
         >>> SigLIPProcessor.for_model(model)                                 # doctest: +SKIP
         SigLIPProcessor(multilingual=False, image_size=224, sequence_length=16, ...)
         """
-        return cls(
-            multilingual=int(model.vocabulary_size) == MULTILINGUAL_VOCABULARY_SIZE,
-            image_size=model.image_size,
-            sequence_length=int(model.max_text_length),
-            vocabulary=getattr(model, "vocabulary_path", None) or None,
-            vocabulary_repo=getattr(model, "vocabulary_repo", None) or None,
-        )
+        return super().for_model(model)
+
+    @classmethod
+    def _arguments_for(cls, model: Any) -> dict:
+        multilingual = int(model.vocabulary_size) == MULTILINGUAL_VOCABULARY_SIZE
+        return dict(super()._arguments_for(model), multilingual=multilingual)
 
     @property
     def vocabulary_repo(self) -> str:
@@ -111,17 +111,10 @@ class SigLIPProcessor(Processor):
             return self._vocabulary_repo
         return MULTILINGUAL_VOCABULARY_REPO if self.multilingual else ENGLISH_VOCABULARY_REPO
 
-    @property
-    def tokenizer(self) -> SigLIPTokenizer:
-        """The text tokenizer; the first access fetches the default vocabulary if needed."""
-        if self._tokenizer is None:
-            path = self.vocabulary
-            if path is None:
-                from kvmm.utils.hub import hub_file
+    def _fetch_vocabulary(self) -> str:
+        from kvmm.utils.hub import hub_file
 
-                path = hub_file(self.vocabulary_repo, VOCABULARY_FILENAME)
-            self._tokenizer = SigLIPTokenizer(path, sequence_length=self.sequence_length)
-        return self._tokenizer
+        return hub_file(self.vocabulary_repo, VOCABULARY_FILENAME)
 
     def _encode_text(self, text):
         token_ids = self.tokenizer(text)

@@ -24,9 +24,11 @@ from __future__ import annotations
 import os
 import re
 import string
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
+
+from kvmm.models.processor import as_text_list
 
 SPIECE_UNDERLINE = "\u2581"
 EOS_PIECE = "</s>"
@@ -153,14 +155,7 @@ class SigLIPTokenizer:
 
     def __call__(self, texts: str | Sequence[str]) -> np.ndarray:
         """Tokenize one text or a list of texts into ``int32 (num_texts, sequence_length)``."""
-        if isinstance(texts, str):
-            texts = [texts]
-        elif not isinstance(texts, Iterable) or isinstance(texts, (bytes, bytearray)):
-            raise TypeError(f"texts must be a str or a list of str, got {type(texts).__name__}.")
-        texts = list(texts)
-        bad = [type(t).__name__ for t in texts if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"texts must be a str or a list of str; the list holds a {bad[0]}.")
+        texts = as_text_list(texts)
         out = np.full((len(texts), self.sequence_length), self.pad_id, dtype=np.int32)
         for row, text in enumerate(texts):
             ids = self.encode(text)
