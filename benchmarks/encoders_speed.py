@@ -1,15 +1,18 @@
 #!/usr/bin/env python
-"""kvmm image-text encoders on CPU (Keras 3 on JAX, TensorFlow, PyTorch) against transformers.
+"""kvmm image-text encoders on CPU (Keras 3 on JAX, TensorFlow, PyTorch) against their references.
 
-One command measures, for each model (``--model siglip-base16|clip-b32|all``, default all),
-on the machine it runs on and in the same run:
+One command measures, for each model (``--model siglip-base16|clip-b32|biomedclip-b16|all``,
+default all), on the machine it runs on and in the same run:
 
 * throughput: images/s of ``model.encode_images`` and texts/s of ``model.encode_texts`` at
-  several batch sizes for every Keras backend, next to transformers'
-  ``get_image_features`` / ``get_text_features`` (PyTorch) with the same L2 normalisation;
-* load time and memory: ``<Variant>(weights=<HF folder>)`` (conversion from the Hugging
-  Face safetensors), ``<Variant>(weights=<.weights.h5>)`` (the "cached" load, what a second
-  load of a named weight does) and ``<HF model>.from_pretrained(<folder>)``.
+  several batch sizes for every Keras backend, next to the reference: transformers'
+  ``get_image_features`` / ``get_text_features`` (SigLIP, CLIP) or open_clip's
+  ``encode_image`` / ``encode_text`` (BiomedCLIP), PyTorch, with the same L2 normalisation;
+* load time and memory: ``<Variant>(weights=<checkpoint folder>)`` (conversion from the
+  reference checkpoint), ``<Variant>(weights=<.weights.h5>)`` (the "cached" load, what a
+  second load of a named weight does) and the reference's own load
+  (``<HF model>.from_pretrained(<folder>)``; open_clip: ``CustomTextCLIP`` from
+  ``open_clip_config.json`` + ``load_checkpoint``).
 
 Every measurement runs in a fresh subprocess of this script (the Keras backend is fixed per
 process, and peak RSS is per process). All subprocesses get the same CPU settings: the same
@@ -17,10 +20,12 @@ CPU affinity (the first ``--threads`` cores, default all) and the same intra-op 
 for PyTorch, TensorFlow and OpenMP/MKL; XLA (JAX) sizes its pool from the affinity mask.
 
 The checkpoints have random weights with the real architectures (speed does not depend on
-the values); they are built with transformers and reused with ``--checkpoint DIR``.
+the values); they are built with transformers / open_clip and reused with
+``--checkpoint DIR``.
 
-    python benchmarks/encoders_speed.py                       # both models, full runs
+    python benchmarks/encoders_speed.py                       # all models, full runs
     python benchmarks/encoders_speed.py --model clip-b32      # one model
+    python benchmarks/encoders_speed.py --families biomedclip # one family
     python benchmarks/encoders_speed.py --quick               # smoke run: batch 2, 1 repetition
     python benchmarks/encoders_speed.py --checkpoint /tmp/bench_ckpt   # build once, reuse
 
@@ -52,12 +57,16 @@ RESULT_MARK = "@@ENCODERS_SPEED_RESULT@@"
 IMAGE_SIZE = 224
 BACKENDS = ("jax", "tensorflow", "torch")
 MODALITIES = ("images", "texts")
-PARITY_ROWS = 2  # embeddings compared with transformers, a check that the same network ran
+PARITY_ROWS = 2  # embeddings compared with the reference: the same network ran
 CONTENTION_MARGIN = 0.75  # load average above the cores used by this much: other work ran
 TEXT_BODY_TOKENS = (5, 20)  # random "words" per text, before EOS and padding
 
-# The benchmarked models. Unset config values are transformers' defaults, which are the
-# released checkpoints' architectures.
+# The benchmarked models and their reference implementations ("reference": a key of
+# REFERENCES: "hf" = transformers, "open_clip"). Unset transformers config values are
+# transformers' defaults, which are the released checkpoints' architectures.
+#: Vision tower geometry of a ViT-B with a class token and no pooling head (CLIP,
+#: BiomedCLIP), for the FLOP count (% of the machine's matmul rate).
+VIT_B = dict(width=768, mlp=3072, layers=12, class_token=True, map_head=False)
 MODELS = {
     "siglip-base16": dict(
         title="SigLIP Base/16-224",
@@ -66,15 +75,13 @@ MODELS = {
         result_stem="siglip_base",  # results/siglip_base_cpu.md (name kept from before)
         kvmm_module="kvmm.models.siglip",
         kvmm_class="SigLIPBaseP16",
+        reference="hf",
         hf_config_class="SiglipConfig",
         hf_model_class="SiglipModel",
-        model_type="siglip",
         family="siglip",
         image_size=IMAGE_SIZE,
         patch_size=16,
-        # vision tower geometry, for the FLOP count (% of the machine's matmul rate)
-        vision=dict(width=768, mlp=3072, layers=12, class_token=False, map_head=True),
-        hf_config=dict(vision_config=dict(image_size=IMAGE_SIZE, patch_size=16), text_config=dict()),
+        vision=dict(VIT_B, class_token=False, map_head=True),
         folder_name="siglip-base-patch16-224-random",
         # SigLIP's tokenizer: text tokens + EOS (1), padded to 64 with the pad id (1).
         text=dict(length=64, bos=None, eos=1, pad=1, low=2, high=32000),
@@ -89,14 +96,13 @@ MODELS = {
         result_stem="clip_b32",
         kvmm_module="kvmm.models.clip",
         kvmm_class="ClipVitBase32",
+        reference="hf",
         hf_config_class="CLIPConfig",
         hf_model_class="CLIPModel",
-        model_type="clip",
         family="clip",
         image_size=IMAGE_SIZE,
         patch_size=32,
-        vision=dict(width=768, mlp=3072, layers=12, class_token=True, map_head=False),
-        hf_config=dict(vision_config=dict(image_size=IMAGE_SIZE, patch_size=32), text_config=dict()),
+        vision=VIT_B,
         folder_name="clip-vit-base-patch32-random",
         # CLIP's tokenizer: BOS (49406) + tokens + EOS (49407), padded to 77 with EOS.
         text=dict(length=77, bos=49406, eos=49407, pad=49407, low=0, high=49406),
@@ -104,6 +110,50 @@ MODELS = {
                   "with `padding=\"max_length\"` produces); no attention mask on either side "
                   "(the causal mask already hides the padding from the pooled EOS position)",
         image_note="random images in [-1, 1] (about the CLIP processor's range)",
+    ),
+    "biomedclip-b16": dict(
+        title="BiomedCLIP ViT-B/16-224",
+        # microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224: open_clip CustomTextCLIP,
+        # timm ViT-B/16 (768 wide, 12 layers, 12 heads, class token) + PubMedBERT-base
+        # (768 wide, 12 layers, 256 tokens, vocabulary 30522), 512-d embeddings.
+        result_stem="biomedclip_b16",
+        kvmm_module="kvmm.models.biomedclip",
+        kvmm_class="BiomedClipVitBase16",
+        reference="open_clip",
+        # open_clip_config.json of the Hub repo (what the saved checkpoint carries) ...
+        open_clip_config=dict(
+            model_cfg=dict(
+                embed_dim=512,
+                vision_cfg=dict(timm_model_name="vit_base_patch16_224",
+                                timm_model_pretrained=False, timm_pool="", timm_proj="linear",
+                                image_size=IMAGE_SIZE),
+                text_cfg=dict(
+                    hf_model_name="microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+                    hf_tokenizer_name="microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract",
+                    hf_proj_type="mlp", hf_pooler_type="cls_last_hidden_state_pooler",
+                    context_length=256),
+            ),
+            preprocess_cfg=dict(mean=[0.48145466, 0.4578275, 0.40821073],
+                                std=[0.26862954, 0.26130258, 0.27577711]),
+        ),
+        # ... and the config.json of its text_cfg.hf_model_name (PubMedBERT-base), which
+        # open_clip reads to build the BERT tower; written locally (transformers BertConfig).
+        bert_config=dict(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                         num_attention_heads=12, intermediate_size=3072,
+                         max_position_embeddings=512, type_vocab_size=2, layer_norm_eps=1e-12,
+                         pad_token_id=0, hidden_act="gelu"),
+        family="biomedclip",
+        image_size=IMAGE_SIZE,
+        patch_size=16,
+        vision=VIT_B,
+        folder_name="biomedclip-pubmedbert-256-vit-base-patch16-224-random",
+        # BiomedCLIP's tokenizer (BERT WordPiece): [CLS] (2) + tokens + [SEP] (3), padded
+        # to 256 with [PAD] (0); ids 0-4 are the special tokens.
+        text=dict(length=256, bos=2, eos=3, pad=0, low=5, high=30522),
+        text_note="[CLS] (2) + random token ids + [SEP] (3), padded to 256 with [PAD] (0) "
+                  "(what BiomedCLIP's BERT tokenizer produces); the attention mask "
+                  "`token_ids != 0` is derived from the ids on both sides",
+        image_note="random images in [-1, 1] (about the CLIP mean/std normalisation's range)",
     ),
 }
 # SigLIP Base/16 at the other checkpoint resolutions (google/siglip-base-patch16-256/384/
@@ -115,16 +165,14 @@ for _size in (256, 384, 512):
         title=f"SigLIP Base/16-{_size}",
         result_stem=f"siglip_base_{_size}",
         image_size=_size,
-        hf_config=dict(vision_config=dict(image_size=_size, patch_size=16), text_config=dict()),
         folder_name=f"siglip-base-patch16-{_size}-random",
     )
-#: ``--families``: which models each family stands for.
+#: ``--families``: which models each family stands for (the first one is ``--quick``'s).
 FAMILIES = {
     "siglip": ["siglip-base16", "siglip-base16-256", "siglip-base16-384", "siglip-base16-512"],
     "clip": ["clip-b32"],
+    "biomedclip": ["biomedclip-b16"],
 }
-# BiomedCLIP (open_clip as its reference) is not wired in yet: add a MODELS entry with an
-# open_clip reference engine once kvmm.models.biomedclip exists.
 UNITS = {"images": "images/s", "texts": "texts/s"}
 DEFAULT_BATCHES = {"images": "1,8,32", "texts": "1,32,256"}
 QUICK_BATCHES = {"images": "2", "texts": "2"}
@@ -262,38 +310,312 @@ def _random_token_ids(text: dict, n: int):
     return ids
 
 
+# ---- the reference checkpoints: built once (random weights, real architecture) ----------
+OPEN_CLIP_CONFIG = "open_clip_config.json"
+OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+
+
+def _randomize(model) -> None:
+    """Every parameter N(0, 0.02), LayerNorms 1 / 0 (what the initialisers do; keeps the
+    activations in a realistic range for the parity check)."""
+    import torch
+
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.empty(p.shape).normal_(0.0, 0.02, generator=generator))
+        for module in model.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.fill_(1.0)
+                module.bias.zero_()
+
+
+def _hf_config(model_cfg: dict) -> dict:
+    return dict(vision_config=dict(image_size=model_cfg["image_size"],
+                                   patch_size=model_cfg["patch_size"]), text_config=dict())
+
+
+def _not_this_model(model_cfg: dict, config: Path):
+    raise SystemExit(f"{config.parent} is not a {model_cfg['title']} checkpoint ({config}).")
+
+
+def _hf_checkpoint_complete(model_cfg: dict, folder: Path) -> bool:
+    """Whether ``folder`` holds the model's HF checkpoint (one of another model stops)."""
+    config = folder / "config.json"
+    if not (config.is_file() and (folder / "model.safetensors").is_file()):
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except ValueError:
+        return False
+    vision = data.get("vision_config", {})
+    if data.get("model_type") != model_cfg["family"] or (
+        vision.get("image_size") != model_cfg["image_size"]
+        or vision.get("patch_size") != model_cfg["patch_size"]
+        or vision.get("hidden_size", 768) != 768
+    ):
+        _not_this_model(model_cfg, config)
+    return True
+
+
+def _hf_build(model_cfg: dict, folder: Path) -> int:
+    import transformers
+    from transformers.initialization import no_init_weights
+
+    config_class = getattr(transformers, model_cfg["hf_config_class"])
+    model_class = getattr(transformers, model_cfg["hf_model_class"])
+    # Skip transformers' (slow) initialisers; _randomize fills every parameter instead.
+    with no_init_weights():
+        model = model_class(config_class(**_hf_config(model_cfg))).eval()
+    _randomize(model)
+    model.save_pretrained(folder)
+    return sum(p.numel() for p in model.parameters())
+
+
+def _open_clip_weights(folder: Path) -> Path | None:
+    return next((folder / n for n in OPEN_CLIP_WEIGHTS if (folder / n).is_file()), None)
+
+
+def _open_clip_checkpoint_complete(model_cfg: dict, folder: Path) -> bool:
+    """Whether ``folder`` holds the model's open_clip checkpoint (one of another model
+    stops)."""
+    config = folder / OPEN_CLIP_CONFIG
+    if not (config.is_file() and _open_clip_weights(folder) and (folder / "vocab.txt").is_file()):
+        return False
+    try:
+        vision = json.loads(config.read_text())["model_cfg"]["vision_cfg"]
+    except (ValueError, KeyError):
+        return False
+    expected = model_cfg["open_clip_config"]["model_cfg"]["vision_cfg"]
+    if any(vision.get(k) != expected[k] for k in ("timm_model_name", "image_size")):
+        _not_this_model(model_cfg, config)
+    return True
+
+
+def _write_bert_config(model_cfg: dict, folder: str) -> None:
+    """The config.json open_clip reads from ``text_cfg.hf_model_name`` (the Hub's
+    PubMedBERT config in real use), as a local folder."""
+    from transformers import BertConfig
+
+    BertConfig(**model_cfg["bert_config"]).save_pretrained(folder)
+
+
+def _open_clip_model(open_clip_cfg: dict, bert_folder: str):
+    """open_clip's ``CustomTextCLIP`` as ``create_model`` builds it for an
+    ``open_clip_config.json`` ``model_cfg`` when a full checkpoint follows (no tower
+    weights downloaded), with the BERT config read from ``bert_folder``."""
+    import copy
+
+    from open_clip.model import CustomTextCLIP
+
+    cfg = copy.deepcopy(open_clip_cfg)
+    cfg["vision_cfg"]["timm_model_pretrained"] = False
+    cfg["text_cfg"].update(hf_model_name=bert_folder, hf_tokenizer_name=bert_folder,
+                           hf_model_pretrained=False)
+    return CustomTextCLIP(**cfg, cast_dtype=None)
+
+
+def _open_clip_build(model_cfg: dict, folder: Path) -> int:
+    """The Hub repo's layout: open_clip_config.json (with the real names), the state dict
+    as open_clip_pytorch_model.bin (torch.save), and a vocab.txt of the right size."""
+    import torch
+
+    config = model_cfg["open_clip_config"]
+    with tempfile.TemporaryDirectory(prefix="encoders_speed_bert_") as bert_folder:
+        _write_bert_config(model_cfg, bert_folder)
+        model = _open_clip_model(config["model_cfg"], bert_folder).eval()
+    _randomize(model)
+    (folder / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2))
+    torch.save({k: v.contiguous() for k, v in model.state_dict().items()},
+               folder / "open_clip_pytorch_model.bin")
+    # PubMedBERT's special tokens first; the rest only fills the vocabulary to its size
+    # (the benchmark feeds token ids, nothing is tokenized).
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    vocab = special + [f"[unused{i}]" for i in range(model_cfg["bert_config"]["vocab_size"]
+                                                     - len(special))]
+    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n", encoding="utf-8")
+    return sum(p.numel() for p in model.parameters())
+
+
+def _checkpoint_complete(model: str, folder: Path) -> bool:
+    model_cfg = MODELS[model]
+    return REFERENCES[model_cfg["reference"]]["complete"](model_cfg, folder)
+
+
 def _worker_prepare(spec: dict) -> dict:
-    """Build the Hugging Face checkpoint (random weights, real architecture)."""
+    """Build the reference checkpoint (random weights, real architecture)."""
     model_cfg = MODELS[spec["model"]]
     folder = Path(spec["folder"])
     result = {}
     if not _checkpoint_complete(spec["model"], folder):
-        import torch
-        import transformers
-        from transformers.initialization import no_init_weights
-
         start = time.perf_counter()
-        config_class = getattr(transformers, model_cfg["hf_config_class"])
-        model_class = getattr(transformers, model_cfg["hf_model_class"])
-        # Skip transformers' (slow) initialisers; fill every parameter with N(0, 0.02)
-        # instead, LayerNorms with 1 / 0 (what the initialisers do, keeps the activations
-        # in a realistic range for the parity check).
-        with no_init_weights():
-            model = model_class(config_class(**model_cfg["hf_config"])).eval()
-        generator = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            for p in model.parameters():
-                p.copy_(torch.empty(p.shape).normal_(0.0, 0.02, generator=generator))
-            for module in model.modules():
-                if isinstance(module, torch.nn.LayerNorm):
-                    module.weight.fill_(1.0)
-                    module.bias.zero_()
         folder.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(folder)
-        result["num_parameters"] = sum(p.numel() for p in model.parameters())
-        del model
+        result["num_parameters"] = REFERENCES[model_cfg["reference"]]["build"](model_cfg, folder)
         result["hf_build_s"] = time.perf_counter() - start
     return result
+
+
+# ---- the engines: how each one is started, loaded, read and called (in a worker) --------
+class _KvmmEngine:
+    """``<Variant>(weights=...)`` on this process's Keras backend; ``encode_images`` /
+    ``encode_texts`` (Keras ``predict``)."""
+
+    def __init__(self, model_cfg: dict, spec: dict):
+        import importlib
+
+        import keras
+
+        self.keras = keras
+        self.builder = getattr(importlib.import_module(model_cfg["kvmm_module"]),
+                               model_cfg["kvmm_class"])
+        self.backend = keras.backend.backend()
+        assert self.backend == spec["backend"], (self.backend, spec["backend"])
+        _set_framework_threads(spec["threads"], {self.backend})
+        # One tiny op so that the backend's lazy runtime start (XLA client, TF eager
+        # context) is not counted as loading.
+        keras.ops.convert_to_numpy(keras.ops.add(keras.ops.ones((2,)), 1.0))
+
+    def load(self, spec: dict) -> None:
+        self.model = self.builder(weights=spec["h5"] if spec["source"] == "h5" else spec["folder"])
+
+    def read_weights(self) -> tuple[float, int]:
+        import numpy as np
+
+        ops = self.keras.ops
+        checksum = sum(float(ops.convert_to_numpy(ops.sum(ops.abs(w.value))))
+                       for w in self.model.weights)
+        return checksum, int(sum(int(np.prod(w.shape)) for w in self.model.weights))
+
+    def info(self) -> dict:
+        if self.backend != "torch":
+            return {}
+        import torch
+
+        return {"num_threads": torch.get_num_threads()}
+
+    def encoder(self, modality: str, inputs):
+        method = self.model.encode_images if modality == "images" else self.model.encode_texts
+        return inputs, lambda x, b: method(x, batch_size=b)
+
+    def after_warmup(self) -> dict:
+        return {"jit_compile": {
+            "images": repr(getattr(self.model.vision_model, "jit_compile", None)),
+            "texts": repr(getattr(self.model.text_model, "jit_compile", None)),
+        }}
+
+
+class _TorchReference:
+    """A PyTorch reference, float32 under ``torch.inference_mode()``: channels-first
+    images and int64 token ids (what its preprocessing returns; converted once, outside
+    the timed region), embeddings L2-normalized and converted to NumPy like kvmm's."""
+
+    def __init__(self, model_cfg: dict, spec: dict):
+        import torch
+
+        self.torch = torch
+        _set_framework_threads(spec["threads"], {"torch"})
+        torch.ones(2).add_(1.0)
+
+    def read_weights(self) -> tuple[float, int]:
+        with self.torch.inference_mode():
+            checksum = sum(
+                float(t.abs().sum()) for t in (*self.model.parameters(), *self.model.buffers())
+                if t.is_floating_point()
+            )
+        return checksum, int(sum(p.numel() for p in self.model.parameters()))
+
+    def info(self) -> dict:
+        return {"attn_implementation": self.attention(),
+                "num_threads": self.torch.get_num_threads()}
+
+    def encoder(self, modality: str, inputs):
+        import numpy as np
+
+        torch = self.torch
+        if modality == "images":
+            prepared = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()
+        else:
+            prepared = torch.from_numpy(inputs.astype("int64"))
+        features = self.features(modality)
+
+        def encode(x, batch_size):
+            chunks = []
+            with torch.inference_mode():
+                for i in range(0, x.shape[0], batch_size):
+                    feats = features(x[i:i + batch_size])
+                    feats = feats / feats.norm(dim=-1, keepdim=True)
+                    chunks.append(feats.numpy())
+            return np.concatenate(chunks)
+
+        return prepared, encode
+
+    def after_warmup(self) -> dict:
+        return {}
+
+
+class _TransformersEngine(_TorchReference):
+    """``<HF model>.from_pretrained(folder)``; ``get_image_features`` /
+    ``get_text_features``, the output's ``pooler_output`` (transformers >= 5)."""
+
+    def __init__(self, model_cfg: dict, spec: dict):
+        import transformers
+
+        self.model_class = getattr(transformers, model_cfg["hf_model_class"])
+        super().__init__(model_cfg, spec)
+
+    def load(self, spec: dict) -> None:
+        self.model = self.model_class.from_pretrained(
+            spec["folder"], dtype=self.torch.float32).eval()
+
+    def attention(self):
+        return getattr(self.model.config, "_attn_implementation", None)
+
+    def features(self, modality: str):
+        if modality == "images":
+            method, argument = self.model.get_image_features, "pixel_values"
+        else:
+            method, argument = self.model.get_text_features, "input_ids"
+
+        def features(x):
+            feats = method(**{argument: x})
+            return feats if isinstance(feats, self.torch.Tensor) else feats.pooler_output
+
+        return features
+
+
+class _OpenClipEngine(_TorchReference):
+    """What ``open_clip.create_model_from_pretrained("hf-hub:...")`` does once the files
+    are downloaded: ``CustomTextCLIP`` from ``open_clip_config.json`` (timm ViT, BERT from
+    its config, both randomly initialised), then ``open_clip.load_checkpoint``
+    (``torch.load(weights_only=True)`` + ``load_state_dict``); ``encode_image`` /
+    ``encode_text``."""
+
+    def __init__(self, model_cfg: dict, spec: dict):
+        import open_clip
+        import transformers  # noqa: F401  (open_clip's BERT tower)
+
+        self.open_clip = open_clip
+        super().__init__(model_cfg, spec)
+        # The BERT config open_clip reads for text_cfg.hf_model_name, from the Hugging Face
+        # cache in real use; written here, before the timed load.
+        self.bert_folder = tempfile.TemporaryDirectory(prefix="encoders_speed_bert_")
+        _write_bert_config(model_cfg, self.bert_folder.name)
+
+    def load(self, spec: dict) -> None:
+        folder = Path(spec["folder"])
+        config = json.loads((folder / OPEN_CLIP_CONFIG).read_text())
+        self.model = _open_clip_model(config["model_cfg"], self.bert_folder.name)
+        self.open_clip.load_checkpoint(self.model, str(_open_clip_weights(folder)),
+                                       strict=True, weights_only=True)
+        self.model.eval()
+
+    def attention(self):
+        fused = getattr(self.model.visual.trunk.blocks[0].attn, "fused_attn", None)
+        bert = getattr(self.model.text.transformer.config, "_attn_implementation", None)
+        return f"ViT fused_attn={fused}, BERT {bert}"
+
+    def features(self, modality: str):
+        return self.model.encode_image if modality == "images" else self.model.encode_text
 
 
 def _worker_run(spec: dict) -> dict:
@@ -301,75 +623,34 @@ def _worker_run(spec: dict) -> dict:
     the encoders and time single calls on the parent's request."""
     t_start = time.perf_counter()
     model_cfg = MODELS[spec["model"]]
-    engine, threads = spec["engine"], spec["threads"]
-    out: dict = {"engine": engine, "backend": spec.get("backend"), "source": spec["source"]}
+    out: dict = {"engine": spec["engine"], "backend": spec.get("backend"),
+                 "source": spec["source"]}
     out["loadavg_start"] = _loadavg()
 
     # ---- imports and framework initialisation (not part of the load time) ----
-    if engine == "kvmm":
-        import importlib
+    import numpy as np
 
-        import keras
-        import numpy as np
-
-        builder = getattr(importlib.import_module(model_cfg["kvmm_module"]),
-                          model_cfg["kvmm_class"])
-        backend = keras.backend.backend()
-        assert backend == spec["backend"], (backend, spec["backend"])
-        _set_framework_threads(threads, {backend})
-        # One tiny op so that the backend's lazy runtime start (XLA client, TF eager
-        # context) is not counted as loading.
-        keras.ops.convert_to_numpy(keras.ops.add(keras.ops.ones((2,)), 1.0))
-    else:
-        import numpy as np
-        import torch
-        import transformers
-
-        model_class = getattr(transformers, model_cfg["hf_model_class"])
-        _set_framework_threads(threads, {"torch"})
-        torch.ones(2).add_(1.0)
+    engine = ENGINES[spec["engine"]](model_cfg, spec)
     out["import_s"] = time.perf_counter() - t_start
     out["rss_after_imports"] = _rss_bytes()
     out["peak_rss_before_load"] = _peak_rss_bytes()
 
     # ---- load ----
     start = time.perf_counter()
-    if engine == "kvmm":
-        weights = spec["h5"] if spec["source"] == "h5" else spec["folder"]
-        model = builder(weights=weights)
-    else:
-        model = model_class.from_pretrained(spec["folder"], dtype=torch.float32).eval()
+    engine.load(spec)
     out["load_s"] = time.perf_counter() - start
     out["peak_rss_after_load"] = _peak_rss_bytes()
     out["rss_after_load"] = _rss_bytes()
     # Read every weight once. transformers memory-maps the safetensors file, so its
     # weights only become resident when first used; this makes the memory figures
-    # comparable (kvmm's weights are resident after the load already).
+    # comparable (kvmm's and open_clip's weights are resident after the load already).
     start = time.perf_counter()
-    if engine == "kvmm":
-        checksum = sum(
-            float(keras.ops.convert_to_numpy(keras.ops.sum(keras.ops.abs(w.value))))
-            for w in model.weights
-        )
-        out["num_parameters"] = int(sum(int(np.prod(w.shape)) for w in model.weights))
-    else:
-        with torch.inference_mode():
-            checksum = sum(
-                float(t.abs().sum()) for t in (*model.parameters(), *model.buffers())
-                if t.is_floating_point()
-            )
-        out["num_parameters"] = int(sum(p.numel() for p in model.parameters()))
+    checksum, out["num_parameters"] = engine.read_weights()
     out["read_weights_s"] = time.perf_counter() - start
     out["weights_checksum"] = checksum
     out["peak_rss_after_read"] = _peak_rss_bytes()
     out["rss_after_read"] = _rss_bytes()
-    if engine == "hf":
-        out["attn_implementation"] = getattr(model.config, "_attn_implementation", None)
-        out["num_threads"] = torch.get_num_threads()
-    elif spec["backend"] == "torch":
-        import torch
-
-        out["num_threads"] = torch.get_num_threads()
+    out.update(engine.info())
     out["affinity"] = sorted(os.sched_getaffinity(0))
 
     # ---- throughput ----
@@ -385,32 +666,7 @@ def _worker_run(spec: dict) -> dict:
             inputs = _random_images(n, model_cfg["image_size"])
         else:
             inputs = _random_token_ids(model_cfg["text"], n)
-        if engine == "kvmm":
-            prepared[modality] = inputs
-            method = model.encode_images if modality == "images" else model.encode_texts
-            encoders[modality] = (lambda method: lambda x, b: method(x, batch_size=b))(method)
-        else:
-            # transformers takes channels-first float tensors / int64 token ids (what its
-            # processor returns); the conversion is done once, outside the timed region.
-            if modality == "images":
-                prepared[modality] = torch.from_numpy(inputs).permute(0, 3, 1, 2).contiguous()
-                features, argument = model.get_image_features, "pixel_values"
-            else:
-                prepared[modality] = torch.from_numpy(inputs.astype("int64"))
-                features, argument = model.get_text_features, "input_ids"
-
-            def encode(x, batch_size, features=features, argument=argument):
-                chunks = []
-                with torch.inference_mode():
-                    for i in range(0, x.shape[0], batch_size):
-                        feats = features(**{argument: x[i:i + batch_size]})
-                        if not isinstance(feats, torch.Tensor):  # transformers >= 5
-                            feats = feats.pooler_output
-                        feats = feats / feats.norm(dim=-1, keepdim=True)
-                        chunks.append(feats.numpy())
-                return np.concatenate(chunks)
-
-            encoders[modality] = encode
+        prepared[modality], encoders[modality] = engine.encoder(modality, inputs)
 
     # Warm up (the first call compiles on JAX/TensorFlow), then report ready and time
     # single calls on the parent's request, so the parent can interleave the engines'
@@ -428,16 +684,12 @@ def _worker_run(spec: dict) -> dict:
             out["warmup"][modality][str(b)] = {"first_call_s": first_call_s}
             if modality not in out["parity"]:
                 out["parity"][modality] = np.asarray(emb[:PARITY_ROWS], dtype="float64").tolist()
-    if engine == "kvmm":
-        out["jit_compile"] = {
-            "images": repr(getattr(model.vision_model, "jit_compile", None)),
-            "texts": repr(getattr(model.text_model, "jit_compile", None)),
-        }
+    out.update(engine.after_warmup())
     if spec.get("save_h5"):
         # The file for the cached-load rows, written by the kvmm code under test (after
         # every measurement of this process so far).
         start = time.perf_counter()
-        model.save_weights(spec["save_h5"])
+        engine.model.save_weights(spec["save_h5"])
         out["save_h5_s"] = time.perf_counter() - start
     out["peak_rss_after_warmup"] = _peak_rss_bytes()
     out["rss_after_warmup"] = _rss_bytes()
@@ -455,6 +707,59 @@ def _worker_run(spec: dict) -> dict:
         _emit({"modality": modality, "batch": b, "items": b * per_call, "seconds": seconds,
                "loadavg": _loadavg()})
     return {"peak_rss_end": _peak_rss_bytes(), "loadavg_end": _loadavg()}
+
+
+#: The reference implementations. The key is the record's "engine" in the results ("hf"
+#: for transformers, as in earlier runs); the texts are the report's wording.
+REFERENCES = {
+    "hf": dict(
+        engine=_TransformersEngine, complete=_hf_checkpoint_complete, build=_hf_build,
+        name="transformers",
+        possessive="transformers'",
+        label="transformers (PyTorch)",
+        image_call="`{hf_model_class}.get_image_features(pixel_values=...)`",
+        text_call="`{hf_model_class}.get_text_features(input_ids=...)`",
+        call_note="transformers, float32, attention `{attention}`; the projected embedding is "
+                  "the output's `pooler_output`",
+        load_call="`{hf_model_class}.from_pretrained`",
+        load_note="transformers memory-maps the safetensors file, so its weights become "
+                  "resident only when first used (the column *right after load*)",
+        folder="HF folder (`from_pretrained`)",
+        kvmm_folder="HF folder (safetensors, converted)",
+        summary_folder="HF folder",
+        summary_load="transformers' `from_pretrained`",
+        built="built with transformers (`{hf_model_class}({hf_config_class}(...))`) and saved "
+              "with `save_pretrained`",
+    ),
+    "open_clip": dict(
+        engine=_OpenClipEngine, complete=_open_clip_checkpoint_complete,
+        build=_open_clip_build,
+        name="open_clip",
+        possessive="open_clip's",
+        label="open_clip (PyTorch)",
+        image_call="open_clip's `CustomTextCLIP.encode_image(images)`",
+        text_call="`CustomTextCLIP.encode_text(token_ids)`",
+        call_note="open_clip, float32, attention: {attention}; both return the projected "
+                  "embedding",
+        load_call="open_clip `CustomTextCLIP(**model_cfg)` (from `open_clip_config.json`) + "
+                  "`open_clip.load_checkpoint` (`torch.load(weights_only=True)` + "
+                  "`load_state_dict`; what `create_model_from_pretrained` does after the "
+                  "download)",
+        load_note="open_clip first builds the model with random initialisation (timm's and "
+                  "transformers' initialisers), then copies in the tensors `torch.load` read, "
+                  "so its weights are resident after the load",
+        folder="open_clip folder (`torch.load` + `load_state_dict`)",
+        kvmm_folder="open_clip folder (`.bin` pickle, converted)",
+        summary_folder="open_clip folder",
+        summary_load="open_clip's load (`CustomTextCLIP` + `load_checkpoint`)",
+        built="built with open_clip (`CustomTextCLIP(**model_cfg)` from the Hub's "
+              "`open_clip_config.json`, PubMedBERT's `BertConfig` written locally for "
+              "`hf_model_name`) and saved with `torch.save(state_dict)` as "
+              "`open_clip_pytorch_model.bin`",
+    ),
+}
+#: The worker classes by record name.
+ENGINES = {"kvmm": _KvmmEngine, **{k: v["engine"] for k, v in REFERENCES.items()}}
 
 
 def _emit(obj: dict) -> None:
@@ -533,25 +838,6 @@ def _worker_main(spec_json: str) -> None:
 # =========================================================================================
 # Parent
 # =========================================================================================
-def _checkpoint_complete(model: str, folder: Path) -> bool:
-    model_cfg = MODELS[model]
-    config = folder / "config.json"
-    if not (config.is_file() and (folder / "model.safetensors").is_file()):
-        return False
-    try:
-        data = json.loads(config.read_text())
-    except ValueError:
-        return False
-    vision = data.get("vision_config", {})
-    if data.get("model_type") != model_cfg["model_type"] or (
-        vision.get("image_size") != model_cfg["image_size"]
-        or vision.get("patch_size") != model_cfg["patch_size"]
-        or vision.get("hidden_size", 768) != 768
-    ):
-        raise SystemExit(f"{folder} is not a {model_cfg['title']} checkpoint ({config}).")
-    return True
-
-
 def _worker_env(threads: int, backend: str | None) -> dict:
     env = dict(os.environ)
     n = str(threads)
@@ -668,10 +954,26 @@ def _cosine_gap(a, b) -> float:
     return max(abs(x - y) for ra, rb in zip(a, b) for x, y in zip(ra, rb))
 
 
+def _is_reference(r: dict) -> bool:
+    return r["engine"] != "kvmm"
+
+
+def _reference_run(records: list[dict]) -> dict:
+    return next(r for r in records if _is_reference(r))
+
+
 def _engine_label(r: dict) -> str:
-    if r["engine"] == "hf":
-        return "transformers (PyTorch)"
+    if _is_reference(r):
+        return REFERENCES[r["engine"]]["label"]
     return f"kvmm / {r['backend']}"
+
+
+def _reference_text(model: str, attention=None) -> dict:
+    """The report's wording for the model's reference (REFERENCES), filled in."""
+    model_cfg = MODELS[model]
+    fields = dict(model_cfg, attention=attention)
+    return {k: v.format(**fields) if isinstance(v, str) else v
+            for k, v in REFERENCES[model_cfg["reference"]].items()}
 
 
 def _load_groups(loads: list[dict]) -> list[tuple[tuple, list[dict]]]:
@@ -684,13 +986,14 @@ def _load_groups(loads: list[dict]) -> list[tuple[tuple, list[dict]]]:
 
 def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list[dict]) -> str:
     model_cfg = MODELS[model]
-    hf_model = model_cfg["hf_model_class"]
     kvmm_class = model_cfg["kvmm_class"]
-    hf_run = next(r for r in runs if r["engine"] == "hf")
+    hf_run = _reference_run(runs)
     n_params = hf_run.get("num_parameters", 0)
+    ref = _reference_text(model, hf_run.get("attn_implementation"))
+    name = ref["name"]
     lines = []
     add = lines.append
-    add(f"# {model_cfg['title']} on CPU: kvmm vs transformers")
+    add(f"# {model_cfg['title']} on CPU: kvmm vs {name}")
     add("")
     add(f"Generated by `{cfg['command']}` on {env_info['date']}.")
     if cfg["quick"]:
@@ -714,9 +1017,9 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         add(f"**Other processes competed for the CPU during the timed calls** (median load "
             f"average {cfg['loadavg_timed_median']:.2f} with {cfg['threads']} core(s) used; "
             f"one engine computing alone gives about {cfg['threads']}). Under contention "
-            f"PyTorch's OpenMP pool (transformers and kvmm / torch alike) slows down far more "
+            f"PyTorch's OpenMP pool ({name} and kvmm / torch alike) slows down far more "
             f"than XLA's or TensorFlow's, so the medians favour kvmm on JAX and TensorFlow. "
-            f"The *by round* columns pair each call with transformers' call of the same round "
+            f"The *by round* columns pair each call with {ref['possessive']} call of the same round "
             f"(adjacent in time); rounds with a lower load average are the fairer comparison.")
     for modality in cfg["batches"]:
         hf_tp = {b: _median(v["items_per_s"]) for b, v in hf_run["throughput"][modality].items()}
@@ -727,15 +1030,14 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         add("")
         if modality == "images":
             call = (f"`model.encode_images(images, batch_size=B)` (kvmm; Keras `predict`) "
-                    f"against `{hf_model}.get_image_features(pixel_values=...)`")
+                    f"against {ref['image_call']}")
             what = f"B {model_cfg['image_note']}, {model_cfg['image_size']}px square"
         else:
             call = (f"`model.encode_texts(token_ids, batch_size=B)` (kvmm; Keras `predict`) "
-                    f"against `{hf_model}.get_text_features(input_ids=...)`")
+                    f"against {ref['text_call']}")
             what = f"B texts: {model_cfg['text_note']}"
-        add(f"{call} under `torch.inference_mode()` plus L2 normalisation (transformers, "
-            f"float32, attention `{hf_run.get('attn_implementation')}`; the projected embedding "
-            f"is the output's `pooler_output`). Each timed call encodes "
+        add(f"{call} under `torch.inference_mode()` plus L2 normalisation ({ref['call_note']}"
+            f"). Each timed call encodes "
             f"{cfg['batches_per_call']} batch(es) of {what}. After "
             f"{1 + cfg['extra_warmup']} warm-up call(s) (the first one compiles), the median of "
             f"{cfg['repeats']} timed call(s) is reported, with the range. "
@@ -744,21 +1046,21 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
                "other processes hits all engines at the same times (not equally, see below "
                "the table if it was high). " if cfg["interleaved"] else
                "Engines were timed one after the other (`--sequential`). ")
-            + "kvmm/transformers > 1 means kvmm is faster.")
+            + f"kvmm/{name} > 1 means kvmm is faster.")
         add("")
-        add(f"| engine | batch | {unit} (median) | range | kvmm / transformers "
-            "| by round: kvmm / transformers | by round: load avg | first call (s) "
+        add(f"| engine | batch | {unit} (median) | range | kvmm / {name} "
+            f"| by round: kvmm / {name} | by round: load avg | first call (s) "
             "| process peak RSS (MiB) |")
         add("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for r in runs:
             for b, v in r["throughput"][modality].items():
                 med = _median(v["items_per_s"])
-                ratio = med / hf_tp[b] if r["engine"] != "hf" else 1.0
+                ratio = med / hf_tp[b] if not _is_reference(r) else 1.0
                 rng = f"{min(v['items_per_s']):.2f}-{max(v['items_per_s']):.2f}"
                 hf_calls = hf_run["throughput"][modality][b]["items_per_s"]
                 by_round = " / ".join(
                     f"{x / y:.2f}" for x, y in zip(v["items_per_s"], hf_calls)
-                ) if r["engine"] != "hf" else "-"
+                ) if not _is_reference(r) else "-"
                 loads_by_round = " / ".join(f"{x:.1f}" for x in v["loadavg"])
                 add(f"| {_engine_label(r)} | {b} | {med:.2f} | {rng} | {ratio:.2f} | "
                     f"{by_round} | {loads_by_round} | "
@@ -767,7 +1069,7 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         gaps = [f"{r['backend']} {r['parity_max_abs_diff'][modality]:.1e}"
                 for r in runs if r["engine"] == "kvmm"]
         add(f"Check that the same network ran: max |difference| of the normalized {noun} "
-            f"embeddings (first {PARITY_ROWS}) against transformers: {', '.join(gaps)}.")
+            f"embeddings (first {PARITY_ROWS}) against {name}: {', '.join(gaps)}.")
         kvmm_runs = [r for r in runs if r["engine"] == "kvmm"]
         add("Keras `jit_compile` as resolved by `predict`: " + ", ".join(
             f"{r['backend']} {r.get('jit_compile', {}).get(modality)}" for r in kvmm_runs) + ".")
@@ -776,31 +1078,27 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
     add("")
     add(f"Each load runs in a fresh process ({cfg['load_repeats']} process(es) per row; medians "
         f"are reported). Timed: only the `{kvmm_class}(weights=...)` / "
-        f"`{hf_model}.from_pretrained` call, after the imports and the backend's start (shown "
+        f"{ref['load_call']} call, after the imports and the backend's start (shown "
         f"separately). The whole model (image and text towers, {n_params / 1e6:.0f}M "
         f"parameters, {n_params * 4 / 1e9:.1f} GB in float32) is loaded. Memory is measured "
-        f"after the load and after reading every weight once: transformers memory-maps the "
-        f"safetensors file, so its weights become resident only when first used (the column "
-        f"*right after load*). Peak RSS is `ru_maxrss` (covering the load and the read); the "
-        f"increase is over the RSS after the imports. Ratios are kvmm/transformers (> 1: kvmm "
+        f"after the load and after reading every weight once: {ref['load_note']}. Peak RSS is "
+        f"`ru_maxrss` (covering the load and the read); the "
+        f"increase is over the RSS after the imports. Ratios are kvmm/{name} (> 1: kvmm "
         f"slower or larger).")
     add("")
-    add("| engine | weights | load (s) | vs transformers | peak RSS (MiB) | vs transformers "
-        "| RSS increase (MiB) | vs transformers | increase right after load (MiB) "
+    add(f"| engine | weights | load (s) | vs {name} | peak RSS (MiB) | vs {name} "
+        f"| RSS increase (MiB) | vs {name} | increase right after load (MiB) "
         "| import + start (s) |")
     add("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
 
     def increase(l):
         return l["peak_rss_after_read"] - l["rss_after_imports"]
 
-    hf_loads = [l for l in loads if l["engine"] == "hf"]
+    hf_loads = [l for l in loads if _is_reference(l)]
     hf_load_s = _median([l["load_s"] for l in hf_loads])
     hf_peak = _median([l["peak_rss_after_read"] for l in hf_loads])
     hf_incr = _median([increase(l) for l in hf_loads])
-    source_label = {
-        "folder": "HF folder (safetensors, converted)",
-        "h5": "`.weights.h5` (cached load)",
-    }
+    source_label = {"folder": ref["kvmm_folder"], "h5": "`.weights.h5` (cached load)"}
     for key, group in _load_groups(loads):
         load_s = _median([l["load_s"] for l in group])
         peak = _median([l["peak_rss_after_read"] for l in group])
@@ -808,7 +1106,7 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         lazy = _median([l["rss_after_load"] - l["rss_after_imports"] for l in group])
         imp = _median([l["import_s"] for l in group])
         label = _engine_label(group[0])
-        src = source_label[key[2]] if key[0] == "kvmm" else "HF folder (`from_pretrained`)"
+        src = source_label[key[2]] if key[0] == "kvmm" else ref["folder"]
         add(f"| {label} | {src} | {load_s:.2f} | {load_s / hf_load_s:.2f} | {_mib(peak):.0f} | "
             f"{peak / hf_peak:.2f} | {_mib(incr):.0f} | {incr / hf_incr:.2f} | "
             f"{_mib(lazy):.0f} | {imp:.1f} |")
@@ -825,8 +1123,7 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         f"{cfg['threads']}; XLA (JAX) sizes its thread pool from the affinity mask. No "
         f"framework gets a different setting.")
     add(f"- Checkpoint: random weights (N(0, 0.02), LayerNorms 1/0), real {model_cfg['title']} "
-        f"architecture (speed does not depend on the values), built with transformers "
-        f"(`{hf_model}({model_cfg['hf_config_class']}(...))`) and saved with `save_pretrained`.")
+        f"architecture (speed does not depend on the values), {ref['built']}.")
     add("- `KVMM_CACHE=off`; the cached load reads a `.weights.h5` saved by kvmm "
         "(`model.save_weights`), the file kvmm's converted-weights cache holds.")
     add(f"- Wall time of this model's run: {cfg['total_s']:.0f} s.")
@@ -834,7 +1131,8 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
     return "\n".join(lines)
 
 
-def _environment(loadavg_start: float) -> dict:
+def _environment(loadavg_start: float, reference: str = "hf") -> dict:
+    extra = (("open_clip", "open_clip_torch"), ("timm", "timm")) if reference == "open_clip" else ()
     return dict(
         date=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         cpu=_cpu_model(),
@@ -849,7 +1147,8 @@ def _environment(loadavg_start: float) -> dict:
                 ("kvmm", "kvmm"), ("keras", "keras"), ("jax", "jax"), ("jaxlib", "jaxlib"),
                 ("tensorflow", "tensorflow-cpu" if _version("tensorflow-cpu") != "-"
                  else "tensorflow"),
-                ("torch", "torch"), ("transformers", "transformers"), ("numpy", "numpy"),
+                ("torch", "torch"), ("transformers", "transformers"), *extra,
+                ("numpy", "numpy"),
             )
         },
         commit=_git_commit(),
@@ -885,7 +1184,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
         #    warm-up, then timed calls on request. Interleaved (default): all engines stay
         #    loaded and the parent asks them in turn, one computing at a time, rotating
         #    the order every round. --sequential: one engine after the other.
-        engines = [("hf", None)] + [("kvmm", b) for b in opts["backends"]]
+        engines = [(MODELS[model]["reference"], None)] + [("kvmm", b) for b in opts["backends"]]
 
         def start(engine, backend):
             spec = dict(common, engine=engine, backend=backend, source="folder")
@@ -951,7 +1250,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
         load_only = dict(common, batches={})
         for i in range(opts["load_repeats"]):
             for engine, backend in engines:
-                for source in (("folder",) if engine == "hf" else ("folder", "h5")):
+                for source in (("folder",) if engine != "kvmm" else ("folder", "h5")):
                     if source == "folder" and i == 0:
                         continue  # measured in step 1
                     spec = dict(load_only, engine=engine, backend=backend, source=source)
@@ -962,7 +1261,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
     finally:
         shutil.rmtree(tmp_root, ignore_errors=True)
 
-    env_info = _environment(loadavg_start)
+    env_info = _environment(loadavg_start, MODELS[model]["reference"])
     timed_loadavg = [a for r in runs for per_modality in r["throughput"].values()
                      for entry in per_modality.values() for a in entry["loadavg"]]
     cfg = dict(
@@ -974,7 +1273,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
         loadavg_timed_max=max(timed_loadavg, default=float("nan")),
         checkpoint_build=build, total_s=time.perf_counter() - t_total,
     )
-    hf_parity = next(r for r in runs if r["engine"] == "hf")["parity"]
+    hf_parity = _reference_run(runs)["parity"]
     for r in runs:
         parity = r.pop("parity")
         r["parity_max_abs_diff"] = {m: _cosine_gap(parity[m], hf_parity[m]) for m in batches}
@@ -1003,11 +1302,28 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
     add = lines.append
     data = [json.loads(p.with_suffix(".json").read_text()) for p in reports]
     machine = data[0]["machine"] if data else _environment(_loadavg())
+    versions = {}
+    for d in data or [dict(machine=machine)]:
+        versions.update(d["machine"]["versions"])
+    # The references of the run's models, e.g. {"transformers": ["SigLIP", "CLIP"]}.
+    references: dict[str, list[str]] = {}
+    for d in data:
+        model_cfg = MODELS[d["config"]["model"]]
+        family = references.setdefault(REFERENCES[model_cfg["reference"]]["name"], [])
+        if model_cfg["title"].split()[0] not in family:
+            family.append(model_cfg["title"].split()[0])
+
+    def per_reference(text: dict[str, str]) -> str:
+        if len(references) <= 1:
+            return text[next(iter(references), "transformers")]
+        return "; ".join(f"{text[name]} for {', '.join(families)}"
+                         for name, families in references.items())
+
     add("# kvmm encoders on CPU: summary")
     add("")
     add(f"Generated by `{opts['command']}` on {machine['date']}; {machine['cpu']}, "
         f"{opts['threads']} thread(s). Versions: "
-        + ", ".join(f"{k} {v}" for k, v in machine["versions"].items()) + ".")
+        + ", ".join(f"{k} {v}" for k, v in versions.items()) + ".")
     if opts["quick"]:
         add("")
         add("**Quick (smoke) run: tiny batches, one repetition; not meaningful throughputs.**")
@@ -1026,7 +1342,9 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
     add("")
     add("## Throughput")
     add("")
-    add("Median items/s; *ratio* = engine / reference (transformers) measured in the same run "
+    names = {name: name for name in references} or {"transformers": "transformers"}
+    add(f"Median items/s; *ratio* = engine / reference ({per_reference(names)}) measured in "
+        "the same run "
         "(> 1: kvmm faster). *% matmul* = images/s x the vision tower's GFLOPs per image "
         "(matmuls and convolutions only) / the reference matmul rate.")
     add("")
@@ -1035,7 +1353,7 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
     for d in data:
         model = d["config"]["model"]
         runs = d["throughput_runs"]
-        ref = next(r for r in runs if r["engine"] == "hf")
+        ref = _reference_run(runs)
         for modality, per_batch in ref["throughput"].items():
             for batch in per_batch:
                 ref_tp = _median(ref["throughput"][modality][batch]["items_per_s"])
@@ -1049,7 +1367,8 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
     add("")
     add("## Load time and peak memory")
     add("")
-    add("Medians over fresh processes; ratios are engine / transformers' `from_pretrained` "
+    load_calls = {v["name"]: v["summary_load"] for v in REFERENCES.values()}
+    add(f"Medians over fresh processes; ratios are engine / {per_reference(load_calls)} "
         "(> 1: slower or larger). Peak RSS covers the load and one read of every weight.")
     add("")
     add("| model | engine | weights | load (s) | ratio | peak RSS (MiB) | ratio |")
@@ -1057,13 +1376,14 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
     for d in data:
         model = d["config"]["model"]
         loads = d["throughput_runs"] + d["load_only_runs"]
-        ref = [l for l in loads if l["engine"] == "hf"]
+        ref = [l for l in loads if _is_reference(l)]
         ref_s = _median([l["load_s"] for l in ref])
         ref_peak = _median([l["peak_rss_after_read"] for l in ref])
         for key, group in _load_groups(loads):
             load_s = _median([l["load_s"] for l in group])
             peak = _median([l["peak_rss_after_read"] for l in group])
-            source = ("HF folder" if key[2] == "folder" else "cached `.weights.h5`")
+            source = (REFERENCES[MODELS[model]["reference"]]["summary_folder"]
+                      if key[2] == "folder" else "cached `.weights.h5`")
             add(f"| {MODELS[model]['title']} | {_engine_label(group[0])} | {source} | "
                 f"{load_s:.2f} | {load_s / ref_s:.2f} | {_mib(peak):.0f} | {peak / ref_peak:.2f} |")
     add("")
@@ -1083,13 +1403,15 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
                              f"{', '.join(f'{k} ({len(v)} models)' for k, v in FAMILIES.items())}")
     parser.add_argument("--quick", action="store_true",
                         help="smoke run: batch 2, 1 repetition, 1 load process per row; "
-                             "only SigLIP Base/16-224 and CLIP B/32 unless --model/--families")
+                             "only the first model of each family (SigLIP Base/16-224, CLIP "
+                             "B/32, BiomedCLIP B/16) unless --model/--families")
     parser.add_argument("--out", type=Path, default=None,
                         help="Markdown output for a single --model (default "
                              "benchmarks/results/<model>_cpu.md, with --quick "
                              "<model>_cpu_quick.md); raw numbers go next to it as .json")
     parser.add_argument("--checkpoint", type=Path, default=None,
-                        help="folder for the random-weight HF checkpoint, built there if "
+                        help="folder for the random-weight reference checkpoint (HF or "
+                             "open_clip format), built there if "
                              "missing and reused otherwise; with several models, one "
                              "subfolder per model (DIR/<model>). Default: temporary folders")
     parser.add_argument("--backends", default=",".join(BACKENDS),
@@ -1154,7 +1476,7 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
                 parser.error(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
             models += FAMILIES[family]
     elif quick and args.model == "all":
-        models = ["siglip-base16", "clip-b32"]
+        models = [members[0] for members in FAMILIES.values()]
     if args.out is not None and len(models) > 1:
         parser.error("--out needs a single --model")
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
