@@ -9,8 +9,8 @@ default all), on the machine it runs on and in the same run:
   ``get_image_features`` / ``get_text_features`` (SigLIP, CLIP) or open_clip's
   ``encode_image`` / ``encode_text`` (BiomedCLIP), PyTorch, with the same L2 normalisation;
 * load time and memory: ``<Variant>(weights=<checkpoint folder>)`` (conversion from the
-  reference checkpoint), ``<Variant>(weights=<.weights.h5>)`` (the "cached" load, what a
-  second load of a named weight does) and the reference's own load
+  reference checkpoint), ``<Variant>(weights=<named weight>)`` from kvmm's converted cache
+  (the "cached" load, what a second load of a named weight does) and the reference's own load
   (``<HF model>.from_pretrained(<folder>)``; open_clip: ``CustomTextCLIP`` from
   ``open_clip_config.json`` + ``load_checkpoint``).
 
@@ -75,6 +75,8 @@ MODELS = {
         result_stem="siglip_base",  # results/siglip_base_cpu.md (name kept from before)
         kvmm_module="kvmm.models.siglip",
         kvmm_class="SigLIPBaseP16",
+        # the named weight whose Hub repo the checkpoint poses as for the cached-load rows
+        named=("google_224", "google/siglip-base-patch16-224"),
         reference="hf",
         hf_config_class="SiglipConfig",
         hf_model_class="SiglipModel",
@@ -96,6 +98,7 @@ MODELS = {
         result_stem="clip_b32",
         kvmm_module="kvmm.models.clip",
         kvmm_class="ClipVitBase32",
+        named=("openai_224", "openai/clip-vit-base-patch32"),
         reference="hf",
         hf_config_class="CLIPConfig",
         hf_model_class="CLIPModel",
@@ -119,6 +122,7 @@ MODELS = {
         result_stem="biomedclip_b16",
         kvmm_module="kvmm.models.biomedclip",
         kvmm_class="BiomedClipVitBase16",
+        named=("microsoft_224", "microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"),
         reference="open_clip",
         # open_clip_config.json of the Hub repo (what the saved checkpoint carries) ...
         open_clip_config=dict(
@@ -166,6 +170,7 @@ for _size in (256, 384, 512):
         result_stem=f"siglip_base_{_size}",
         image_size=_size,
         folder_name=f"siglip-base-patch16-{_size}-random",
+        named=(f"google_{_size}", f"google/siglip-base-patch16-{_size}"),
     )
 #: ``--families``: which models each family stands for (the first one is ``--quick``'s).
 FAMILIES = {
@@ -476,7 +481,10 @@ class _KvmmEngine:
         keras.ops.convert_to_numpy(keras.ops.add(keras.ops.ones((2,)), 1.0))
 
     def load(self, spec: dict) -> None:
-        self.model = self.builder(weights=spec["h5"] if spec["source"] == "h5" else spec["folder"])
+        # "cache": the named weight, from a Hugging Face cache holding the checkpoint as its
+        # repo, converted by an earlier process: the second load of a named weight.
+        named = spec["source"] in ("cache", "populate")
+        self.model = self.builder(weights=spec["named"] if named else spec["folder"])
 
     def read_weights(self) -> tuple[float, int]:
         import numpy as np
@@ -685,12 +693,6 @@ def _worker_run(spec: dict) -> dict:
             if modality not in out["parity"]:
                 out["parity"][modality] = np.asarray(emb[:PARITY_ROWS], dtype="float64").tolist()
     out.update(engine.after_warmup())
-    if spec.get("save_h5"):
-        # The file for the cached-load rows, written by the kvmm code under test (after
-        # every measurement of this process so far).
-        start = time.perf_counter()
-        engine.model.save_weights(spec["save_h5"])
-        out["save_h5_s"] = time.perf_counter() - start
     out["peak_rss_after_warmup"] = _peak_rss_bytes()
     out["rss_after_warmup"] = _rss_bytes()
     out["loadavg_end"] = _loadavg()
@@ -838,6 +840,20 @@ def _worker_main(spec_json: str) -> None:
 # =========================================================================================
 # Parent
 # =========================================================================================
+def _install_as_hub_repo(folder: Path, repo_id: str, hub: Path) -> None:
+    """Expose ``folder``'s files as ``repo_id`` in a Hugging Face cache at ``hub`` (the
+    layout huggingface_hub reads offline: snapshots/<commit>/file, refs/main)."""
+    revision = "0" * 40
+    repo = hub / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / revision
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for file in folder.iterdir():
+        if not (snapshot / file.name).exists():
+            os.symlink(file.resolve(), snapshot / file.name)
+    (repo / "refs").mkdir(exist_ok=True)
+    (repo / "refs" / "main").write_text(revision)
+
+
 def _worker_env(threads: int, backend: str | None) -> dict:
     env = dict(os.environ)
     n = str(threads)
@@ -876,7 +892,7 @@ class _Worker:
         self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), "--worker", json.dumps(spec)],
-            env=_worker_env(spec["threads"], backend),
+            env={**_worker_env(spec["threads"], backend), **(spec.get("env") or {})},
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.stderr,
@@ -1098,7 +1114,9 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
     hf_load_s = _median([l["load_s"] for l in hf_loads])
     hf_peak = _median([l["peak_rss_after_read"] for l in hf_loads])
     hf_incr = _median([increase(l) for l in hf_loads])
-    source_label = {"folder": ref["kvmm_folder"], "h5": "`.weights.h5` (cached load)"}
+    source_label = {"folder": ref["kvmm_folder"],
+                    "cache": "kvmm's cache (second load of a named weight)",
+                    "h5": "`.weights.h5` (cached load, earlier runs)"}
     for key, group in _load_groups(loads):
         load_s = _median([l["load_s"] for l in group])
         peak = _median([l["peak_rss_after_read"] for l in group])
@@ -1124,8 +1142,11 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         f"framework gets a different setting.")
     add(f"- Checkpoint: random weights (N(0, 0.02), LayerNorms 1/0), real {model_cfg['title']} "
         f"architecture (speed does not depend on the values), {ref['built']}.")
-    add("- `KVMM_CACHE=off`; the cached load reads a `.weights.h5` saved by kvmm "
-        "(`model.save_weights`), the file kvmm's converted-weights cache holds.")
+    add("- Folder loads run with `KVMM_CACHE=off`. The cached load is "
+        f"`{model_cfg['kvmm_class']}(weights=\"{model_cfg['named'][0]}\")` offline from a "
+        "temporary Hugging Face cache holding the checkpoint as its repo, after one earlier "
+        "process converted it into a temporary `KVMM_CACHE` (what every later load of a named "
+        "weight does).")
     add(f"- Wall time of this model's run: {cfg['total_s']:.0f} s.")
     add("")
     return "\n".join(lines)
@@ -1163,14 +1184,17 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
     threads, timeout, batches = opts["threads"], opts["timeout"], opts["batches"]
     repeats, per_call = opts["repeats"], opts["batches_per_call"]
     loadavg_start = _loadavg()
-    # The .weights.h5 of the cached-load rows is written by this run's kvmm (so it always
+    # The converted cache of the cached-load rows is written by this run's kvmm (so it always
     # fits the code under test) into a temporary folder, with the checkpoint unless
     # --checkpoint names one to keep.
     tmp_root = Path(tempfile.mkdtemp(prefix=f"encoders_speed_{model}_"))
     if folder is None:
         folder = tmp_root / MODELS[model]["folder_name"]
-    h5 = tmp_root / f"kvmm-{MODELS[model]['kvmm_class']}.weights.h5"
-    base = dict(model=model, threads=threads, folder=str(folder), h5=str(h5))
+    hub = tmp_root / "hf_home" / "hub"
+    cache_env = {"HF_HOME": str(hub.parent), "HF_HUB_CACHE": str(hub),
+                 "KVMM_CACHE": str(tmp_root / "kvmm_cache")}
+    base = dict(model=model, threads=threads, folder=str(folder),
+                named=MODELS[model]["named"][0])
     build = {}
     try:
         if not _checkpoint_complete(model, folder):
@@ -1188,8 +1212,6 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
 
         def start(engine, backend):
             spec = dict(common, engine=engine, backend=backend, source="folder")
-            if engine == "kvmm" and not h5.exists():
-                spec["save_h5"] = str(h5)
             name = f"{engine}{'/' + backend if backend else ''}"
             worker = _Worker(spec, backend, timeout,
                              f"{model}: load + warm-up + throughput {name}")
@@ -1246,14 +1268,24 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
                 raise
             for pair in pairs:
                 stop(*pair)
-        # 2. More fresh processes for the load rows (folder), and the cached (.h5) loads.
+        # 2. More fresh processes for the load rows (folder), and the cached loads: the
+        #    checkpoint poses as the named weight's repo in a temporary Hugging Face cache;
+        #    one process per backend converts it into a temporary KVMM_CACHE ("populate",
+        #    not reported), the "cache" rows then load it as any later named load would.
         load_only = dict(common, batches={})
+        _install_as_hub_repo(folder, MODELS[model]["named"][1], hub)
+        for engine, backend in engines:
+            if engine == "kvmm":
+                _run_worker(dict(load_only, engine=engine, backend=backend, source="populate",
+                                 env=cache_env), backend, timeout,
+                            f"{model}: kvmm/{backend} converts into its cache")
         for i in range(opts["load_repeats"]):
             for engine, backend in engines:
-                for source in (("folder",) if engine != "kvmm" else ("folder", "h5")):
+                for source in (("folder",) if engine != "kvmm" else ("folder", "cache")):
                     if source == "folder" and i == 0:
                         continue  # measured in step 1
-                    spec = dict(load_only, engine=engine, backend=backend, source=source)
+                    spec = dict(load_only, engine=engine, backend=backend, source=source,
+                                env=cache_env if source == "cache" else {})
                     loads.append(_run_worker(
                         spec, backend, timeout,
                         f"{model}: load {engine}{'/' + backend if backend else ''} from "
@@ -1383,7 +1415,7 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
             load_s = _median([l["load_s"] for l in group])
             peak = _median([l["peak_rss_after_read"] for l in group])
             source = (REFERENCES[MODELS[model]["reference"]]["summary_folder"]
-                      if key[2] == "folder" else "cached `.weights.h5`")
+                      if key[2] == "folder" else "kvmm's cache")
             add(f"| {MODELS[model]['title']} | {_engine_label(group[0])} | {source} | "
                 f"{load_s:.2f} | {load_s / ref_s:.2f} | {_mib(peak):.0f} | {peak / ref_peak:.2f} |")
     add("")

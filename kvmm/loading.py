@@ -6,8 +6,8 @@ named weights, key map); :func:`create_model` does the rest the same way for all
 * ``weights=None``: random initialisation.
 * a named weight (``"google_224"``): fetched from its Hugging Face repo with
   ``huggingface_hub`` (its cache, ``HF_HOME``, ``HF_HUB_OFFLINE`` and tokens apply),
-  converted tensor by tensor, then cached as a Keras ``.weights.h5`` so the next load
-  skips the conversion (and the original download).
+  converted tensor by tensor, then cached (the variables in Keras layout, as a
+  safetensors file) so the next load skips the conversion and the original download.
 * ``"hf:<repo_id>"`` (optionally ``"hf:<repo_id>@<revision>"``): any compatible Hub checkpoint.
 * a local Hugging Face checkpoint folder (``config.json`` + ``model.safetensors``).
 * a ``.weights.h5`` file written by ``model.save_weights``.
@@ -36,8 +36,10 @@ from kvmm.errors import HubUnavailableError, WeightsError
 from kvmm.layers.initialization import no_init
 from kvmm.utils.hub import hub_file, hub_file_if_exists
 
-#: Bump when the layout of converted ``.weights.h5`` cache files changes.
-CACHE_FORMAT_VERSION = 1
+#: Bump when the layout of converted cache files changes (2: Keras-layout safetensors,
+#: read without Keras' h5 machinery; 1 was ``.weights.h5``).
+CACHE_FORMAT_VERSION = 2
+CACHE_SUFFIX = ".kvmm.safetensors"
 
 #: Where the small weight files the repository ships live (the demo model): ``weights/``
 #: next to the ``kvmm`` package in a source checkout / editable install.
@@ -265,6 +267,43 @@ def apply_key_map(
             bar.update(1)
 
 
+def _transposed_copy(array: np.ndarray, tile: int = 64) -> np.ndarray:
+    """``array.T`` as a new C-contiguous array, copied tile by tile. NumPy's own copy of a
+    transposed view walks one of the two arrays with a large stride and runs ~8x slower
+    on a Dense kernel; 64 x 64 tiles stay in the CPU cache."""
+    rows, cols = array.shape
+    out = np.empty((cols, rows), array.dtype)
+    for i in range(0, rows, tile):
+        for j in range(0, cols, tile):
+            out[j : j + tile, i : i + tile] = array[i : i + tile, j : j + tile].T
+    return out
+
+
+def contiguous(value) -> np.ndarray:
+    """``value`` as a C-contiguous NumPy array (no copy when it is one already); the
+    transposed Dense kernels of a key map are copied with :func:`_transposed_copy`."""
+    value = np.asarray(value)
+    if value.flags.c_contiguous:
+        return value
+    if value.ndim == 2 and value.T.flags.c_contiguous and value.size >= 4096:
+        return _transposed_copy(value.T)
+    return np.ascontiguousarray(value) if value.ndim else value.copy()
+
+
+def _backend_array(value: np.ndarray):
+    """What the variable is initialised from: the array itself, or on PyTorch a tensor
+    sharing its memory (Keras' torch ``convert_to_tensor`` would copy a NumPy array)."""
+    import keras
+
+    if keras.backend.backend() != "torch" or not value.flags.writeable:
+        return value
+    import torch
+
+    if value.dtype.name == "bfloat16":
+        return torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(value)
+
+
 def set_variable(variable, value) -> None:
     """Give ``variable`` its value: ``assign`` for an ordinary variable; one that
     :func:`create_model` left uninitialised (built in a ``keras.StatelessScope``, holding no
@@ -277,14 +316,14 @@ def set_variable(variable, value) -> None:
         )
     if getattr(variable, "_value", True) is None and getattr(variable, "_initializer", None):
         if isinstance(value, np.ndarray):
-            value = np.asarray(value, order="C")  # (not ascontiguousarray: keeps 0-d arrays)
+            value = _backend_array(contiguous(value))
         # What Keras' deferred initialisation does with an initializer's result, given the
         # value itself: on JAX the variable's layout (keras.distribution) is applied by
         # placing the array's shards directly on their devices.
         variable._initialize(variable._convert_to_tensor(value, dtype=variable.dtype))
         variable._initializer = None
     else:
-        variable.assign(np.asarray(value, order="C"))
+        variable.assign(contiguous(value) if isinstance(value, np.ndarray) else value)
 
 
 def _finish_deferred(variables, initialize: bool = True) -> None:
@@ -330,7 +369,10 @@ def _cache_path(model, variant: str, repo_id: str, revision: str) -> Path | None
             "format": CACHE_FORMAT_VERSION,
             "repo": repo_id,
             "revision": revision,
-            "config": {k: v for k, v in model.get_config().items() if k not in {"name", "trainable"}},
+            # The constructor arguments (not get_config(), which makes Keras import
+            # TensorFlow, ~1.5 s, whatever the backend, when it is installed).
+            "config": getattr(model, "_recorded_arguments", None) or model.get_config(),
+            "dtype_policy": model.dtype_policy.name,
             "variable_dtype": model.dtype_policy.variable_dtype,
         },
         sort_keys=True,
@@ -338,30 +380,90 @@ def _cache_path(model, variant: str, repo_id: str, revision: str) -> Path | None
     )
     digest = hashlib.sha256(identity.encode()).hexdigest()[:16]
     stem = f"{variant}--{repo_id.replace('/', '--')}--{revision[:10]}--{digest}"
-    return root / "converted" / f"{stem}.weights.h5"
+    return root / "converted" / f"{stem}{CACHE_SUFFIX}"
 
 
-def save_weights_atomic(model, path: str | os.PathLike) -> None:
-    """``model.save_weights(path)`` through a temporary file and an atomic rename, so an
-    interrupted write never leaves a file under ``path``."""
+def _write_atomic(path: str | os.PathLike, write: Callable[[str], None], suffix: str) -> None:
+    """``write(temporary path)``, then an atomic rename to ``path``: an interrupted write
+    never leaves a file under ``path`` (and its temporary file is removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name[: -len('.weights.h5')]}.{uuid.uuid4().hex}.partial.weights.h5")
+    tmp = path.with_name(f".{path.name[: -len(suffix)]}.{uuid.uuid4().hex}.partial{suffix}")
     try:
-        model.save_weights(str(tmp))
+        write(str(tmp))
         os.replace(tmp, path)
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
-    _remove_stale_partials(path.parent)
-
-
-def _remove_stale_partials(folder: Path, age_seconds: float = 24 * 3600) -> None:
     now = time.time()
-    for stale in folder.glob(".*.partial.weights.h5"):
+    for stale in path.parent.glob(f".*.partial{suffix}"):  # left by killed processes
         with contextlib.suppress(OSError):
-            if now - stale.stat().st_mtime > age_seconds:
+            if now - stale.stat().st_mtime > 24 * 3600:
                 stale.unlink()
+
+
+def save_weights_atomic(model, path: str | os.PathLike) -> None:
+    """``model.save_weights(path)`` (a ``.weights.h5`` file) written atomically."""
+    _write_atomic(path, model.save_weights, ".weights.h5")
+
+
+def _variable_keys(model) -> list[str]:
+    """One key per variable: its position in ``model.weights`` and its path (paths alone
+    repeat across the towers; the order is fixed by the model's config, which the cache
+    file name encodes)."""
+    return [f"{i:04d}:{v.path}" for i, v in enumerate(model.weights)]
+
+
+_NUMPY_TO_SAFETENSORS = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
+    """A safetensors file (header JSON, then each tensor's bytes in order); bfloat16
+    (ml_dtypes) included."""
+    header, offset = {}, 0
+    for key, array in tensors.items():
+        code = "BF16" if array.dtype.name == "bfloat16" else _NUMPY_TO_SAFETENSORS.get(array.dtype)
+        if code is None:
+            raise WeightsError(f"Cannot store {key!r} of dtype {array.dtype} in safetensors.")
+        header[key] = {"dtype": code, "shape": list(array.shape),
+                       "data_offsets": [offset, offset + array.nbytes]}
+        offset += array.nbytes
+    blob = json.dumps(header, separators=(",", ":")).encode()
+    blob += b" " * (-len(blob) % 8)
+    with open(path, "wb") as f:
+        f.write(len(blob).to_bytes(8, "little"))
+        f.write(blob)
+        for array in tensors.values():
+            f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+
+
+def _numpy_dtype_of(variable) -> np.dtype:
+    return _numpy_dtype("BF16") if variable.dtype == "bfloat16" else np.dtype(variable.dtype)
+
+
+def save_converted(model, path: str | os.PathLike) -> None:
+    """Cache ``model``'s variables (Keras layout) as a safetensors file, atomically."""
+    import keras
+
+    tensors = {
+        key: np.asarray(keras.ops.convert_to_numpy(v.value)).astype(_numpy_dtype_of(v), copy=False)
+        for key, v in zip(_variable_keys(model), model.weights)
+    }
+    _write_atomic(path, lambda tmp: write_safetensors(tensors, tmp), CACHE_SUFFIX)
+
+
+def load_converted(model, path: str | os.PathLike) -> None:
+    """Fill ``model`` from a file written by :func:`save_converted`: each variable straight
+    from its bytes (no transposes, no Keras h5 machinery), one at a time."""
+    checkpoint = SafetensorsCheckpoint([path])
+    keys = _variable_keys(model)
+    if sorted(keys) != sorted(checkpoint.keys()):
+        raise WeightsError(f"{path} does not hold this model's variables.")
+    for key, variable in zip(keys, model.weights):
+        value = checkpoint.read(key)
+        if value.dtype != _numpy_dtype_of(variable):
+            raise WeightsError(f"{path}: {key} is {value.dtype}, the model wants {variable.dtype}.")
+        set_variable(variable, value)
 
 
 def load_weights_file(model, path: str | os.PathLike) -> None:
@@ -623,7 +725,7 @@ def _load_source(family, model, variant, source, revision, progress) -> None:
         cache_path = _cache_path(model, variant, source.repo_id, revision)
     if cache_path is not None and cache_path.is_file():
         try:
-            load_weights_file(model, cache_path)
+            load_converted(model, cache_path)
             _attach_vocabulary(family, model, source)
             return
         except Exception as exc:  # a damaged cache entry: convert again
@@ -640,8 +742,8 @@ def _load_source(family, model, variant, source, revision, progress) -> None:
     del checkpoint
     if cache_path is not None:
         try:
-            save_weights_atomic(model, cache_path)
-        except OSError as exc:
+            save_converted(model, cache_path)
+        except (OSError, WeightsError) as exc:
             warnings.warn(f"Could not cache converted weights at {cache_path}: {exc}")
     _attach_vocabulary(family, model, source)
 

@@ -62,7 +62,7 @@ def test_full_size_parity_named_weight_from_hf_cache(full_checkpoint, hf_cache, 
     assert model.embedding_dim == 512 and model.max_text_length == 256
     assert model.vocabulary_repo == REPO and model.probability == "softmax"
     _assert_parity(model, c["images"], c["token_ids"], c["ref"])
-    assert list(kvmm_cache.rglob("*.weights.h5")), "the conversion is cached"
+    assert list(kvmm_cache.rglob("*.kvmm.safetensors")), "the conversion is cached"
     processor = BiomedCLIPProcessor.for_model(model)
     assert processor.sequence_length == 256 and processor.image_size == 224
     assert processor(text=["chest x-ray"])["token_ids"].shape == (1, 256)  # vocab.txt from the cache
@@ -149,7 +149,7 @@ def test_pickle_that_runs_code_is_refused(tiny, tmp_path, capsys, hf_cache, kvmm
     with pytest.raises(UnsafeCheckpointError, match="print, which a plain state dict never needs.*could run code"):
         build_biomedclip_tiny(weights="test_32")
     assert "this pickle ran code" not in capsys.readouterr().out
-    assert not list(kvmm_cache.rglob("*.weights.h5")), "nothing is cached after a refusal"
+    assert not list(kvmm_cache.rglob("*.kvmm.safetensors")), "nothing is cached after a refusal"
 
 
 def test_truncated_pickle_is_reported(tiny, tmp_path):

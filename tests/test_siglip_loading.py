@@ -46,7 +46,7 @@ def test_named_weight_converts_once_then_loads_from_cache(
     ref = hfc.reference_outputs(tiny_reference, *tiny_inputs)["image_logits"]
     first = build_tiny(weights="test_32")
     np.testing.assert_allclose(_logits(first, *tiny_inputs), ref, atol=1e-4)
-    cached = list((kvmm_cache / "converted").glob("*.weights.h5"))
+    cached = list((kvmm_cache / "converted").glob("*.kvmm.safetensors"))
     assert len(cached) == 1 and revision[:10] in cached[0].name
     # The second load must not need (nor read) the original checkpoint.
     (tiny_folder / "model.safetensors").unlink()
@@ -65,14 +65,14 @@ def test_cache_is_keyed_by_resolution(tiny_folder, hf_cache, kvmm_cache):
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
     build_tiny(weights="test_32")
     build_tiny(weights="test_32", input_shape=(48, 48, 3))
-    assert len(list((kvmm_cache / "converted").glob("*.weights.h5"))) == 2
+    assert len(list((kvmm_cache / "converted").glob("*.kvmm.safetensors"))) == 2
 
 
 def test_damaged_cache_entry_is_reconverted(tiny_folder, tiny_inputs, hf_cache, kvmm_cache):
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
     reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)
-    (entry,) = (kvmm_cache / "converted").glob("*.weights.h5")
-    entry.write_bytes(b"not an h5 file")
+    (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
+    entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated
     with pytest.warns(UserWarning, match="converting again"):
         model = build_tiny(weights="test_32")
     np.testing.assert_allclose(_logits(model, *tiny_inputs), reference, atol=1e-6)
@@ -91,6 +91,36 @@ def test_interrupted_cache_write_leaves_no_file(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         save_weights_atomic(model, target)
     assert list(target.parent.iterdir()) == []
+
+
+def test_interrupted_conversion_cache_write_leaves_no_file(tmp_path, monkeypatch):
+    from kvmm import loading
+
+    model = build_tiny()
+    target = tmp_path / "cache" / f"model{loading.CACHE_SUFFIX}"
+
+    def crash(tensors, path):
+        with open(path, "wb") as f:
+            f.write(b"half written")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loading, "write_safetensors", crash)
+    with pytest.raises(KeyboardInterrupt):
+        loading.save_converted(model, target)
+    assert list(target.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_cached_load_keeps_values_and_dtype(tiny_folder, tiny_inputs, hf_cache, kvmm_cache,
+                                            dtype, recwarn):
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    first = build_tiny(weights="test_32", dtype=dtype)
+    second = build_tiny(weights="test_32", dtype=dtype)  # from the cache
+    assert not [w for w in recwarn if "converting again" in str(w.message)]
+    for a, b in zip(first.weights, second.weights):
+        assert a.dtype == b.dtype == dtype
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.value),
+                                      keras.ops.convert_to_numpy(b.value))
 
 
 def test_cache_can_be_disabled(tiny_folder, hf_cache, kvmm_cache, monkeypatch):

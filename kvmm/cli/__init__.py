@@ -135,7 +135,9 @@ def cmd_list(args) -> int:
             catalog.append({"family": family.name, "variant": variant,
                             "weights": {n: w.repo_id for n, w in named.items()}})
     kvmm_cache = cache_dir()
-    cached = sorted(str(p) for p in kvmm_cache.rglob("*.weights.h5")) if kvmm_cache and kvmm_cache.is_dir() else []
+    from kvmm.loading import CACHE_SUFFIX
+
+    cached = sorted(str(p) for p in kvmm_cache.rglob(f"*{CACHE_SUFFIX}")) if kvmm_cache and kvmm_cache.is_dir() else []
     hub = []
     try:
         from huggingface_hub import scan_cache_dir
