@@ -229,6 +229,10 @@ class TorchCheckpoint:
             return value.numpy().copy()
         storage = self._read_storage(tensor.storage)
         itemsize = storage.dtype.itemsize
+        if tensor.offset == 0 and storage.size == int(np.prod(tensor.shape)) and (
+            tensor.stride == _contiguous_strides(tensor.shape)
+        ):
+            return storage.reshape(tensor.shape)  # the whole storage: no copy
         needed = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.shape, tensor.stride)) + 1
         if 0 not in tensor.shape and needed > storage.size:
             raise WeightsError(f"{self.path}: tensor {key!r} lies outside its storage; the file is damaged.")
@@ -241,9 +245,11 @@ class TorchCheckpoint:
         return np.array(view, order="C")
 
     def _read_storage(self, storage: _Storage) -> np.ndarray:
+        from kvmm.loading import aligned_empty
+
         name = f"{self._prefix}data/{storage.key}"
         dtype = _dtype(storage.dtype)
-        out = np.empty(storage.numel, dtype)
+        out = aligned_empty((storage.numel,), dtype)
         try:
             info = self._zip.getinfo(name)
         except KeyError:
@@ -277,6 +283,14 @@ class TorchCheckpoint:
         if self._big_endian:
             out = out.byteswap()
         return out
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for size in reversed(shape):
+        strides.append(step)
+        step *= max(size, 1)
+    return tuple(reversed(strides))
 
 
 def load_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
