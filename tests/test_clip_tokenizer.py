@@ -220,3 +220,39 @@ def test_errors(clip_vocab, tmp_path):
     with pytest.raises(TypeError, match="bytes"):
         tokenizer(b"bytes")
     assert "CLIPTokenizer(vocabulary=" in repr(tokenizer)
+
+
+@pytest.fixture(scope="module")
+def openai_vocabulary(tmp_path_factory):
+    """OpenAI CLIP's real 49408-entry vocabulary, rebuilt offline from the BPE merges file
+    open_clip ships (``bpe_simple_vocab_16e6.txt.gz``): the byte alphabet, the same with
+    ``</w>``, the first 48894 merges, then ``<|startoftext|>`` and ``<|endoftext|>`` (the
+    layout of openai/clip-vit-base-patch32's vocab.json + merges.txt)."""
+    import gzip
+
+    open_clip = pytest.importorskip("open_clip")
+    from conftest import _clip_byte_alphabet
+
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(bpe).read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    merges = [tuple(line.split()) for line in lines]
+    alphabet = _clip_byte_alphabet()
+    tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    assert len(tokens) == 49408
+    folder = tmp_path_factory.mktemp("openai_clip_vocab")
+    (folder / "vocab.json").write_text(
+        json.dumps({t: i for i, t in enumerate(tokens)}, ensure_ascii=False), encoding="utf-8"
+    )
+    (folder / "merges.txt").write_text(
+        "#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges), encoding="utf-8"
+    )
+    return folder
+
+
+def test_ids_equal_transformers_on_the_real_openai_vocabulary(openai_vocabulary):
+    ours = CLIPTokenizer(openai_vocabulary, sequence_length=77)
+    assert ours.vocabulary_size == 49408
+    assert ours(["a photo of a cat"])["token_ids"][0, :7].tolist() == [
+        49406, 320, 1125, 539, 320, 2368, 49407]  # OpenAI's published ids for this prompt
+    assert_matches(ours, openai_vocabulary, TEXTS, 77)
