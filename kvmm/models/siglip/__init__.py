@@ -13,7 +13,13 @@ from kvmm.models.siglip.model import SigLIPModel, SigLIPTextEncoder, SigLIPVisio
 from kvmm.models.siglip.presets import SIGLIP_VARIANTS, SIGLIP_WEIGHTS
 from kvmm.models.siglip.processor import SigLIPProcessor
 from kvmm.models.siglip.tokenizer import SigLIPTokenizer
-from kvmm.models.siglip.variants import SIGLIP, SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
+from kvmm.models.siglip.variants import (
+    SIGLIP,
+    SigLIPBaseP16,
+    SigLIPDemo,
+    SigLIPLargeP16,
+    SigLIPSo400mP14,
+)
 
 __all__ = [
     "SIGLIP",
@@ -23,6 +29,7 @@ __all__ = [
     "SigLIPProcessor",
     "SigLIPTokenizer",
     "SigLIPBaseP16",
+    "SigLIPDemo",
     "SigLIPLargeP16",
     "SigLIPModel",
     "SigLIPSo400mP14",

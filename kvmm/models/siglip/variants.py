@@ -1,4 +1,5 @@
-"""The SigLIP variants users build: ``SigLIPBaseP16``, ``SigLIPLargeP16``, ``SigLIPSo400mP14``."""
+"""The SigLIP variants users build: ``SigLIPBaseP16``, ``SigLIPLargeP16``, ``SigLIPSo400mP14`` and
+the shipped demo model ``SigLIPDemo``."""
 
 from __future__ import annotations
 
@@ -71,6 +72,16 @@ def _variant(variant: str, title: str):
 
 SigLIPBaseP16 = _variant("SigLIPBaseP16", "SigLIP Base, 16px patches (ViT-B/16 image tower, 768 wide, 12 layers).")
 SigLIPLargeP16 = _variant("SigLIPLargeP16", "SigLIP Large, 16px patches (ViT-L/16 image tower, 1024 wide, 24 layers).")
+SigLIPDemo = _variant(
+    "SigLIPDemo",
+    "The kvmm demo model: the SigLIP architecture scaled down (64 px images, 8 px patches,\n"
+    "    64 wide, 3 image and 2 text layers, 16 text positions, a 128-row vocabulary).\n\n"
+    "    ``weights=\"shapes\"`` loads the weights the repository ships in ``weights/``, trained\n"
+    "    from scratch by ``examples/train_demo_model.py`` on synthetic coloured shapes\n"
+    "    (:mod:`kvmm.demo.shapes`): not a Google checkpoint, and it knows only shapes. Its\n"
+    "    ``spiece.model`` lies next to the weights, so ``SigLIPProcessor.for_model(model)``\n"
+    "    works offline.",
+)
 SigLIPSo400mP14 = _variant(
     "SigLIPSo400mP14",
     "SigLIP So400m, 14px patches (shape-optimised 400M image tower, 1152 wide, 27 layers).\n\n"
