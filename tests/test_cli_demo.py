@@ -21,6 +21,8 @@ except ImportError:
     pymilvus = None
 
 SEED = 4242
+#: The shipped demo model (the command's default is Google's SigLIP, fetched from the Hub).
+DEMO = ("--model", "SigLIPDemo", "--weights", "shapes")
 
 
 def run(capsys, *argv):
@@ -58,14 +60,14 @@ def demo():
     return model, SigLIPProcessor.for_model(model)
 
 
-def test_classify_with_the_default_model_and_template(folder, capsys):
+def test_classify_with_the_demo_model_and_the_default_template(folder, capsys):
     _, paths = folder
     labels = ["red circle", "blue square", "green triangle", "yellow star", "purple diamond",
               "orange cross"]
     # one large shape of each label (the demo model is surest of large shapes)
     chosen = [next(p for p in paths if caption_of(p) == f"a large {label}") for label in labels]
-    # no --model, no --template: SigLIPDemo / shapes and "a photo of a {}."
-    code, out, err = run(capsys, "classify", *chosen, "--labels", *labels, "--json")
+    # no --template: "a photo of a {}."
+    code, out, err = run(capsys, "classify", *chosen, "--labels", *labels, "--json", *DEMO)
     assert code == 0, err
     results = json.loads(out)
     assert [r["image"] for r in results] == chosen
@@ -77,7 +79,7 @@ def test_classify_with_the_default_model_and_template(folder, capsys):
         right += result["label"] == label
     assert right >= 5, results
     # human-readable output: the file, then the --top scores, best first
-    code, out, _ = run(capsys, "classify", chosen[0], "--labels", *labels, "--top", "2")
+    code, out, _ = run(capsys, "classify", chosen[0], "--labels", *labels, "--top", "2", *DEMO)
     lines = out.splitlines()
     assert code == 0 and lines[0] == chosen[0] and len(lines) == 3
     first, second = (float(line.split()[0]) for line in lines[1:])
@@ -88,7 +90,7 @@ def test_classify_full_captions_with_a_template(folder, demo, capsys):
     _, paths = folder
     labels = shapes.labels()
     code, out, _ = run(capsys, "classify", *paths[:8], "--labels", *labels, "--template", "{}",
-                       "--json")
+                       "--json", *DEMO)
     assert code == 0
     right = sum(r["label"] == caption_of(r["image"]) for r in json.loads(out))
     assert right >= 6, out
@@ -127,7 +129,7 @@ def test_index_and_search(folder, tmp_path, capsys):
         pytest.skip("needs pymilvus (pip install kvmm[search])")
     root, paths = folder
     db = tmp_path / "shapes.db"
-    code, out, err = run(capsys, "index", root, "--db", db, "--no-progress", "--json")
+    code, out, err = run(capsys, "index", root, "--db", db, "--no-progress", "--json", *DEMO)
     assert code == 0, err
     summary = json.loads(out)
     assert (summary["added"], summary["total"], summary["failed"]) == (len(paths), len(paths), [])
@@ -135,20 +137,30 @@ def test_index_and_search(folder, tmp_path, capsys):
     # text search: "a red circle" finds the red circles (6 of the 64 images)
     reds = [p for p in paths if caption_of(p).endswith("red circle")]
     assert len(reds) == 6
-    code, out, _ = run(capsys, "search", "a red circle", "--db", db, "-k", 6, "--json")
+    code, out, _ = run(capsys, "search", "a red circle", "--db", db, "-k", 6, "--json", *DEMO)
     hits = json.loads(out)
     assert code == 0 and len(hits) == 6
     assert sum(h["path"] in reds for h in hits) >= 5, [caption_of(h["path"]) for h in hits]
     assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
     # ... and "a large blue cross" puts a large blue cross first (human-readable output)
-    code, out, _ = run(capsys, "search", "a large blue cross", "--db", db, "-k", 3)
+    code, out, _ = run(capsys, "search", "a large blue cross", "--db", db, "-k", 3, *DEMO)
     top = out.splitlines()[0].split()[-1]
     assert code == 0 and caption_of(top) == "a large blue cross", out
 
     # image search: every image queried is its own top hit
     for query in (paths[0], paths[7], paths[-1]):
-        code, out, _ = run(capsys, "search", "--image", query, "--db", db, "-k", 3, "--json")
+        code, out, _ = run(capsys, "search", "--image", query, "--db", db, "-k", 3, "--json", *DEMO)
         hits = json.loads(out)
         assert code == 0 and hits[0]["path"] == query
         assert hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
 
+
+
+def test_the_default_model_is_googles_and_offline_points_to_the_demo(folder, hf_cache, capsys):
+    """Without --model the command uses SigLIPBaseP16 / google_224; offline with nothing
+    cached it fails in one line that names the cache problem and the offline choices."""
+    _, paths = folder
+    code, _, err = run(capsys, "classify", paths[0], "--labels", "red circle")
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1 and "Traceback" not in err
+    assert "google/siglip-base-patch16-224" in lines[0] and "--model SigLIPDemo" in lines[0]

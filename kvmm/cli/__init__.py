@@ -46,13 +46,11 @@ class _Parser(argparse.ArgumentParser):
 # ---------------------------------------------------------------------------------------
 # Models
 # ---------------------------------------------------------------------------------------
-def _default_model() -> tuple[str, str]:
-    from kvmm.cli.convert import families
-
-    for family in families():
-        if "SigLIPDemo" in family.variants:
-            return "SigLIPDemo", "shapes"
-    return "SigLIPBaseP16", "google_224"
+#: The model used without --model: Google's SigLIP Base/16 (a real photo model; the shipped
+#: demo model only knows synthetic shapes, and is one flag away: --model SigLIPDemo).
+DEFAULT_MODEL = ("SigLIPBaseP16", "google_224")
+OFFLINE_HINT = (" Without network access, pass local weights (--weights FOLDER_OR_FILE) or try "
+                "the shipped demo model: --model SigLIPDemo --weights shapes.")
 
 
 def _weights_label(weights: str) -> str:
@@ -67,7 +65,9 @@ def load_model(variant: str | None, weights: str | None, vocabulary: str | None 
     from kvmm.embedder import processor_for
     from kvmm.loading import create_model
 
-    default_variant, default_weights = _default_model()
+    from kvmm.errors import HubUnavailableError
+
+    default_variant, default_weights = DEFAULT_MODEL
     variant = variant or default_variant
     family = family_of(variant, EXTRA_FAMILIES)
     if weights is None:
@@ -75,7 +75,10 @@ def load_model(variant: str | None, weights: str | None, vocabulary: str | None 
         weights = default_weights if default_weights in named else next(iter(named), None)
         if weights is None:
             raise UsageError(f"{variant} has no named weights; pass --weights FILE_OR_FOLDER.")
-    model = create_model(family, variant, weights=weights)
+    try:
+        model = create_model(family, variant, weights=weights)
+    except HubUnavailableError as exc:
+        raise HubUnavailableError(str(exc) + OFFLINE_HINT) from exc
     path = Path(os.path.expanduser(weights))
     if vocabulary:
         if not Path(vocabulary).exists():
@@ -329,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def model_options(p):
-        p.add_argument("--model", help="variant (kvmm list); default SigLIPDemo if shipped")
+        p.add_argument("--model", help="variant (kvmm list); default SigLIPBaseP16 (google_224); "
+                                        "SigLIPDemo --weights shapes works offline")
         p.add_argument("--weights", help="named weight, .weights.h5 file, checkpoint folder or hf:<repo>")
         p.add_argument("--vocabulary", help="tokenizer vocabulary file/folder (if not next to the weights)")
         p.add_argument("--batch-size", type=int, default=32)

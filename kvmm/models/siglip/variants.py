@@ -36,9 +36,7 @@ _DOC = """{title}
         weights: ``None`` (random initialisation), a named weight ({names}), a local
             Hugging Face checkpoint folder, ``"hf:<repo_id>"`` for any compatible SigLIP
             checkpoint on the Hub, or a ``.weights.h5`` file from ``model.save_weights``.
-            Named and ``hf:`` weights are downloaded with ``huggingface_hub`` and converted
-            on first use; the converted weights are cached (``$KVMM_CACHE``, default
-            ``~/.cache/kvmm``) so later loads skip the conversion.
+            {fetched}
         input_shape: ``(height, width, 3)``. Defaults to the checkpoint's resolution
             ({default} px without weights). Another resolution interpolates the position
             embeddings (bicubic, as transformers' ``interpolate_pos_encoding``).
@@ -53,9 +51,19 @@ _DOC = """{title}
     Example:
         >>> model = kvmm.models.siglip.{variant}(weights="{example}")
         >>> processor = kvmm.models.siglip.SigLIPProcessor.for_model(model)
-        >>> inputs = processor(text=["a photo of a cat"], image_paths=["cat.jpg"])
+        >>> inputs = processor(text=["{prompt}"], image_paths=["{image}"])
         >>> probs = keras.ops.sigmoid(model(inputs)["image_logits"])
     """
+
+_FETCHED = (
+    "Named and ``hf:`` weights are downloaded with ``huggingface_hub`` and converted\n"
+    "            on first use; the converted weights are cached (``$KVMM_CACHE``, default\n"
+    "            ``~/.cache/kvmm``) so later loads skip the conversion."
+)
+_SHIPPED = (
+    "The named weight ships with kvmm (``weights/``): nothing is downloaded, it\n"
+    "            loads offline."
+)
 
 
 def _variant(variant: str, title: str):
@@ -67,6 +75,9 @@ def _variant(variant: str, title: str):
         lower=variant.lower(),
         variant=variant,
         example=names[0],
+        fetched=_SHIPPED if variant == "SigLIPDemo" else _FETCHED,
+        prompt="a small red circle" if variant == "SigLIPDemo" else "a photo of a cat",
+        image="shape.png" if variant == "SigLIPDemo" else "cat.jpg",
     ))
 
 
