@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import hashlib
 import json
+import mmap
 import os
 import re
 import time
@@ -155,13 +157,19 @@ class SafetensorsCheckpoint:
     def shape(self, key: str) -> tuple[int, ...]:
         return tuple(self._files[self._where[key]].get_slice(key).get_shape())
 
-    def read(self, key: str) -> np.ndarray:
-        """The tensor ``key`` as a NumPy array (bfloat16 through ``ml_dtypes``).
+    #: ``read`` returns views of a file mapping: a loader must not hand them to a model as
+    #: they are (a later change of the file would show through), except from kvmm's own
+    #: converted cache, whose files are only ever replaced, never rewritten in place.
+    borrowed = True
 
-        The bytes are read with plain file reads straight into the returned array, not
-        through a memory map: the file's pages then never count in this process's resident
-        memory, so converting holds the model plus one tensor (not a second full copy of
-        the checkpoint's mapped pages).
+    def read(self, key: str) -> np.ndarray:
+        """The tensor ``key`` as a NumPy array (bfloat16 through ``ml_dtypes``): a view of
+        a private (copy-on-write) memory map of just this tensor's bytes.
+
+        Nothing is copied and no fresh memory is touched: the pages come from the page
+        cache when the array is first read, and count in this process's resident memory
+        only while the array lives (the map is released with it). Converting therefore
+        holds the model plus the tensor at hand, never a second copy of the checkpoint.
         """
         return _read_tensor(self._where[key], key, self._headers)
 
@@ -202,19 +210,23 @@ def _read_tensor(path: str, key: str, headers: dict) -> np.ndarray:
         data_start, header = headers[path]
         info = header[key]
         start, end = info["data_offsets"]
-        out = aligned_empty(info["shape"], _numpy_dtype(info["dtype"]))
-        if out.nbytes != end - start:
+        dtype, shape = _numpy_dtype(info["dtype"]), tuple(info["shape"])
+        nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+        if nbytes != end - start:
             raise WeightsError(f"{path}: tensor {key!r} has {end - start} bytes for shape "
                                f"{info['shape']} ({info['dtype']}); the file is damaged.")
-        f.seek(data_start + start)
-        buffer, done = out.reshape(-1).view(np.uint8), 0
-        while done < out.nbytes:
-            n = f.readinto(buffer[done:])
-            if not n:
-                raise WeightsError(f"{path} is truncated (tensor {key!r}). Delete it and "
-                                   f"download it again.")
-            done += n
-    return out
+        if data_start + end > os.fstat(f.fileno()).st_size:
+            raise WeightsError(f"{path} is truncated (tensor {key!r}). Delete it and "
+                               f"download it again.")
+        if nbytes == 0:
+            return np.empty(shape, dtype)
+        # mmap offsets must be multiples of the allocation granularity: map from the page
+        # holding the tensor's first byte.
+        first = data_start + start
+        page = first - first % mmap.ALLOCATIONGRANULARITY
+        mapped = mmap.mmap(f.fileno(), first + nbytes - page, access=mmap.ACCESS_COPY, offset=page)
+    return np.frombuffer(mapped, dtype, count=nbytes // dtype.itemsize,
+                         offset=first - page).reshape(shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -270,49 +282,68 @@ def apply_key_map(
                         f"does not fit {variable.path} of shape {expected}. The checkpoint is "
                         f"probably of another variant or configuration."
                     )
+        borrowed = getattr(checkpoint, "borrowed", False)
         for rule in rules:
             array = checkpoint.read(rule.key)
             for variable, convert in rule.targets:
-                set_variable(variable, convert(array, tuple(variable.shape)))
-            del array
+                value = convert(array, tuple(variable.shape))
+                if borrowed and not _is_transposed(value) and np.may_share_memory(value, array):
+                    value = _owned_copy(value)  # not a view of the checkpoint's file
+                set_variable(variable, value)
+            del array, value
             bar.update(1)
 
 
-def _transposed_copy(array: np.ndarray, tile: int = 64) -> np.ndarray:
-    """``array.T`` as a new C-contiguous array, copied tile by tile. NumPy's own copy of a
-    transposed view walks one of the two arrays with a large stride and runs ~8x slower
-    on a Dense kernel; 64 x 64 tiles stay in the CPU cache."""
-    rows, cols = array.shape
-    out = aligned_empty((cols, rows), array.dtype)
-    for i in range(0, rows, tile):
-        for j in range(0, cols, tile):
-            out[j : j + tile, i : i + tile] = array[i : i + tile, j : j + tile].T
+def _is_transposed(value) -> bool:
+    """Whether ``value`` is the transposed view of a C-contiguous matrix (a Dense kernel of
+    a key map, ``checkpoint_tensor.T``)."""
+    return (isinstance(value, np.ndarray) and value.ndim == 2 and not value.flags.c_contiguous
+            and value.T.flags.c_contiguous)
+
+
+def _owned_copy(value: np.ndarray) -> np.ndarray:
+    """A C-contiguous copy of ``value`` in fresh, 64-byte aligned memory."""
+    out = aligned_empty(value.shape, value.dtype)
+    out[...] = value
     return out
 
 
-def contiguous(value) -> np.ndarray:
-    """``value`` as a C-contiguous NumPy array (no copy when it is one already); the
-    transposed Dense kernels of a key map are copied with :func:`_transposed_copy`."""
-    value = np.asarray(value)
-    if value.flags.c_contiguous:
-        return value
-    if value.ndim == 2 and value.T.flags.c_contiguous and value.size >= 4096:
-        return _transposed_copy(value.T)
-    return np.ascontiguousarray(value) if value.ndim else value.copy()
-
-
-def _backend_array(value: np.ndarray):
-    """What the variable is initialised from: the array itself, or on PyTorch a tensor
-    sharing its memory (Keras' torch ``convert_to_tensor`` would copy a NumPy array)."""
+def backend_tensor(value):
+    """``value`` (a NumPy array) as a tensor of the current Keras backend, without a copy
+    where the backend can share the array's memory (JAX: 64-byte aligned arrays; PyTorch:
+    writeable ones). The transposed view of a matrix (a Dense kernel taken from a
+    ``(out, in)`` checkpoint tensor) is transposed by the backend itself, whose
+    multi-threaded, cache-blocked transpose is several times faster than NumPy's copy of a
+    strided view. Other non-contiguous arrays are first copied by NumPy."""
     import keras
 
-    if keras.backend.backend() != "torch" or not value.flags.writeable:
+    if not isinstance(value, np.ndarray):
         return value
-    import torch
+    transposed = _is_transposed(value)
+    source = value.T if transposed else value
+    if not source.flags.c_contiguous:
+        source = _owned_copy(source)
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
-    if value.dtype.name == "bfloat16":
-        return torch.from_numpy(value.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(value)
+        tensor = jax.device_put(source)  # aliases aligned host memory on the CPU
+        return tensor.T if transposed else tensor
+    if backend == "torch":
+        import torch
+
+        if not source.flags.writeable:
+            source = _owned_copy(source)
+        if source.dtype.name == "bfloat16":
+            tensor = torch.from_numpy(source.view(np.int16)).view(torch.bfloat16)
+        else:
+            tensor = torch.from_numpy(source)
+        return tensor.t().contiguous() if transposed else tensor
+    if backend == "tensorflow" and transposed:
+        import tensorflow as tf
+
+        return tf.transpose(source)
+    return source
 
 
 def set_variable(variable, value) -> None:
@@ -326,15 +357,14 @@ def set_variable(variable, value) -> None:
             f"{tuple(variable.shape)}."
         )
     if getattr(variable, "_value", True) is None and getattr(variable, "_initializer", None):
-        if isinstance(value, np.ndarray):
-            value = _backend_array(contiguous(value))
+        value = backend_tensor(value)
         # What Keras' deferred initialisation does with an initializer's result, given the
         # value itself: on JAX the variable's layout (keras.distribution) is applied by
         # placing the array's shards directly on their devices.
         variable._initialize(variable._convert_to_tensor(value, dtype=variable.dtype))
         variable._initializer = None
     else:
-        variable.assign(contiguous(value) if isinstance(value, np.ndarray) else value)
+        variable.assign(backend_tensor(value))
 
 
 def _finish_deferred(variables, initialize: bool = True) -> None:
@@ -428,24 +458,48 @@ def _variable_keys(model) -> list[str]:
 _NUMPY_TO_SAFETENSORS = {np.dtype(v): k for k, v in _SAFETENSORS_DTYPES.items()}
 
 
-def write_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
-    """A safetensors file (header JSON, then each tensor's bytes in order); bfloat16
-    (ml_dtypes) included."""
+def write_safetensors(tensors: dict, path: str) -> None:
+    """A safetensors file (header JSON, then each tensor's bytes); bfloat16 (ml_dtypes)
+    included. ``tensors`` maps each key to a NumPy array, or to ``(dtype, shape, fetch)``
+    where ``fetch()`` returns the array when its bytes are written: then only one tensor
+    at a time is held in memory.
+
+    The data are laid out for zero-copy reading: the header is padded so that the data
+    start on a 64-byte boundary, and the tensors whose size is a multiple of 64 bytes (every
+    large one) come first, so each of them starts on a 64-byte boundary too (what JAX's CPU
+    client needs to use the memory as it is); the few others follow, widest dtype first.
+    """
+    entries = {
+        key: (value.dtype, value.shape, lambda value=value: value)
+        if isinstance(value, np.ndarray) else value
+        for key, value in tensors.items()
+    }
+    sizes = {key: int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+             for key, (dtype, shape, _) in entries.items()}
+    order = sorted(entries, key=lambda k: (sizes[k] % 64 != 0, -np.dtype(entries[k][0]).itemsize))
     header, offset = {}, 0
-    for key, array in tensors.items():
-        code = "BF16" if array.dtype.name == "bfloat16" else _NUMPY_TO_SAFETENSORS.get(array.dtype)
+    for key in order:
+        dtype, shape, _ = entries[key]
+        dtype = np.dtype(dtype)
+        code = "BF16" if dtype.name == "bfloat16" else _NUMPY_TO_SAFETENSORS.get(dtype)
         if code is None:
-            raise WeightsError(f"Cannot store {key!r} of dtype {array.dtype} in safetensors.")
-        header[key] = {"dtype": code, "shape": list(array.shape),
-                       "data_offsets": [offset, offset + array.nbytes]}
-        offset += array.nbytes
+            raise WeightsError(f"Cannot store {key!r} of dtype {dtype} in safetensors.")
+        header[key] = {"dtype": code, "shape": list(shape),
+                       "data_offsets": [offset, offset + sizes[key]]}
+        offset += sizes[key]
     blob = json.dumps(header, separators=(",", ":")).encode()
-    blob += b" " * (-len(blob) % 8)
+    blob += b" " * (-(8 + len(blob)) % 64)
     with open(path, "wb") as f:
         f.write(len(blob).to_bytes(8, "little"))
         f.write(blob)
-        for array in tensors.values():
-            f.write(np.ascontiguousarray(array).reshape(-1).view(np.uint8).data)
+        for key in order:
+            dtype, shape, fetch = entries[key]
+            array = np.asarray(fetch(), dtype=dtype)
+            array = array if array.flags.c_contiguous else array.copy(order="C")
+            if array.shape != tuple(shape):
+                raise WeightsError(f"{key!r} has shape {array.shape}, expected {tuple(shape)}.")
+            f.write(array.reshape(-1).view(np.uint8).data)
+            del array
 
 
 def _numpy_dtype_of(variable) -> np.dtype:
@@ -453,11 +507,12 @@ def _numpy_dtype_of(variable) -> np.dtype:
 
 
 def save_converted(model, path: str | os.PathLike) -> None:
-    """Cache ``model``'s variables (Keras layout) as a safetensors file, atomically."""
+    """Cache ``model``'s variables (Keras layout) as a safetensors file, atomically, one
+    variable at a time (never a second copy of the model in memory)."""
     import keras
 
     tensors = {
-        key: np.asarray(keras.ops.convert_to_numpy(v.value)).astype(_numpy_dtype_of(v), copy=False)
+        key: (_numpy_dtype_of(v), tuple(v.shape), lambda v=v: keras.ops.convert_to_numpy(v.value))
         for key, v in zip(_variable_keys(model), model.weights)
     }
     _write_atomic(path, lambda tmp: write_safetensors(tensors, tmp), CACHE_SUFFIX)
@@ -465,7 +520,13 @@ def save_converted(model, path: str | os.PathLike) -> None:
 
 def load_converted(model, path: str | os.PathLike) -> None:
     """Fill ``model`` from a file written by :func:`save_converted`: each variable straight
-    from its bytes (no transposes, no Keras h5 machinery), one at a time."""
+    from its bytes (no transposes, no Keras h5 machinery).
+
+    On JAX and PyTorch the variables use the file's (copy-on-write) memory map as it is, as
+    transformers does with a safetensors checkpoint: the load itself reads nothing, and each
+    weight is paged in from the page cache when first used. The cache file is only ever
+    replaced (atomic rename), never rewritten in place, so the mapping stays valid. On
+    TensorFlow each variable is a copy."""
     checkpoint = SafetensorsCheckpoint([path])
     keys = _variable_keys(model)
     if sorted(keys) != sorted(checkpoint.keys()):
@@ -666,6 +727,22 @@ def _check_architecture(family: ModelFamily, variant: str, arch: dict, source: _
         )
 
 
+@contextlib.contextmanager
+def _no_garbage_collection():
+    """Python's cyclic garbage collector paused: building a model creates tens of thousands
+    of small objects, and the full collections they set off (scanning every object the
+    backends imported) cost more than the build itself. Reference counting still frees
+    everything as usual; the collector resumes afterwards."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@_no_garbage_collection()
 def create_model(
     family: ModelFamily,
     variant: str,

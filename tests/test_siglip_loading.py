@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import keras
 import numpy as np
@@ -121,6 +122,99 @@ def test_cached_load_keeps_values_and_dtype(tiny_folder, tiny_inputs, hf_cache, 
         assert a.dtype == b.dtype == dtype
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.value),
                                       keras.ops.convert_to_numpy(b.value))
+
+
+def _mapped_ranges(path) -> list[tuple[int, int]]:
+    """Address ranges of this process's memory maps of ``path`` (Linux ``/proc/self/maps``)."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            fields = line.split(maxsplit=5)
+            if len(fields) == 6 and fields[5].strip() == str(path):
+                start, end = (int(x, 16) for x in fields[0].split("-"))
+                ranges.append((start, end))
+    return ranges
+
+
+def _address(variable) -> int:
+    value = variable.value
+    return value.data_ptr() if keras.backend.backend() == "torch" else value.unsafe_buffer_pointer()
+
+
+@pytest.mark.skipif(keras.backend.backend() == "tensorflow",
+                    reason="TensorFlow variables always own a copy of their value")
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux /proc/self/maps")
+def test_cached_load_uses_the_files_memory_map(tiny_folder, hf_cache, kvmm_cache):
+    """A second load reads nothing up front: the variables are the cache file's pages."""
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    first = build_tiny(weights="test_32")
+    (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
+    second = build_tiny(weights="test_32")
+    ranges = _mapped_ranges(entry.resolve())
+    big = [v for v in second.weights if int(np.prod(v.shape)) * 4 % 64 == 0]
+    assert len(big) > len(second.weights) / 2
+    outside = [v.path for v in big if not any(a <= _address(v) < b for a, b in ranges)]
+    assert not outside, f"copied instead of mapped: {outside}"
+    assert not any(any(a <= _address(v) < b for a, b in ranges) for v in first.weights)
+
+
+def test_a_model_from_the_cache_does_not_write_to_it(tiny_folder, tiny_inputs, hf_cache,
+                                                      kvmm_cache):
+    """Changing the variables (fine-tuning) of a model mapped from the cache file leaves the
+    file as it was (copy-on-write), and replacing the file leaves the model as it was."""
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)
+    (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
+    before = entry.read_bytes()
+    model = build_tiny(weights="test_32")
+    for variable in model.weights:  # in place on PyTorch
+        variable.assign(keras.ops.ones(variable.shape, variable.dtype) * 0.5)
+    assert entry.read_bytes() == before
+    np.testing.assert_array_equal(_logits(build_tiny(weights="test_32"), *tiny_inputs), reference)
+
+    model = build_tiny(weights="test_32")
+    other = build_tiny(weights=str(tiny_folder), input_shape=(32, 32, 3))
+    for variable in other.weights:
+        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
+    from kvmm.loading import save_converted
+
+    save_converted(other, entry)  # written aside, then renamed over the entry
+    np.testing.assert_array_equal(_logits(model, *tiny_inputs), reference)
+
+
+def test_a_model_from_a_folder_does_not_depend_on_its_files(tiny_folder, tiny_inputs):
+    """Conversion reads the checkpoint through a memory map; the model must own copies of
+    every tensor, even those kept as they are (LayerNorms, biases, embeddings)."""
+    model = build_tiny(weights=str(tiny_folder))
+    reference = _logits(model, *tiny_inputs)
+    path = tiny_folder / "model.safetensors"
+    header = 8 + int.from_bytes(path.read_bytes()[:8], "little")
+    with open(path, "r+b") as f:  # overwritten in place, as a careless save would
+        f.seek(header)
+        f.write(b"\0" * (path.stat().st_size - header))
+    np.testing.assert_array_equal(_logits(model, *tiny_inputs), reference)
+
+
+def test_cache_files_align_their_tensors_for_zero_copy(tmp_path):
+    from safetensors.numpy import load_file
+
+    from kvmm.loading import write_safetensors
+
+    rng = np.random.default_rng(0)
+    tensors = {"bias": rng.normal(size=(3,)).astype("float32"),
+               "kernel": rng.normal(size=(48, 64)).astype("float32"),
+               "scalar": np.array(2.5, "float32"),
+               "table": rng.normal(size=(10, 16)).astype("float32")}
+    write_safetensors(tensors, str(tmp_path / "t.safetensors"))
+    raw = (tmp_path / "t.safetensors").read_bytes()
+    start = 8 + int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:start])
+    assert start % 64 == 0
+    for key in ("kernel", "table"):
+        assert header[key]["data_offsets"][0] % 64 == 0
+    loaded = load_file(str(tmp_path / "t.safetensors"))  # still a valid safetensors file
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(loaded[key], value)
 
 
 def test_cache_can_be_disabled(tiny_folder, hf_cache, kvmm_cache, monkeypatch):
