@@ -68,6 +68,53 @@ def test_cross_attention_with_other_key_width():
     np.testing.assert_allclose(_np(layer(q, key_value=kv)), _reference_attention(layer, q, kv), atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["plain", "padding", "causal", "cross", "empty_row"])
+def test_heads_major_attention_equals_keras_dot_product_attention(case):
+    """The JAX-on-CPU attention path (written with keras.ops, so checked on every backend)
+    against keras.ops.dot_product_attention: outputs and gradients."""
+    from kvmm.layers.attention import heads_major_attention
+
+    rng = np.random.default_rng(3)
+    q_len, kv_len = (5, 9) if case == "cross" else (7, 7)
+    q = rng.normal(size=(2, q_len, 3, 8)).astype("float32")
+    k = rng.normal(size=(2, kv_len, 3, 8)).astype("float32")
+    v = rng.normal(size=(2, kv_len, 3, 8)).astype("float32")
+    mask, causal = None, case == "causal"
+    if case in ("padding", "empty_row"):
+        keep = np.ones((2, kv_len), bool)
+        keep[0, 4:] = False
+        if case == "empty_row":
+            keep[1] = False  # nothing to attend to: finite, as the fused op
+        mask = keep[:, None, None, :]
+    expected = _np(keras.ops.dot_product_attention(q, k, v, mask=mask, is_causal=causal))
+    got = _np(heads_major_attention(q, k, v, mask=mask, is_causal=causal))
+    assert np.isfinite(got).all()
+    np.testing.assert_allclose(got, expected, atol=2e-6)
+
+    if keras.backend.backend() != "jax":
+        return
+    import jax
+
+    def loss(fn):
+        return lambda q, k, v: (fn(q, k, v, mask=mask, is_causal=causal) ** 2).sum()
+
+    for a, b in zip(jax.grad(loss(heads_major_attention), (0, 1, 2))(q, k, v),
+                    jax.grad(loss(keras.ops.dot_product_attention), (0, 1, 2))(q, k, v)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+
+def test_heads_major_attention_in_bfloat16_stays_close():
+    from kvmm.layers.attention import heads_major_attention
+
+    rng = np.random.default_rng(4)
+    q, k, v = (rng.normal(size=(2, 16, 4, 32)).astype("float32") for _ in range(3))
+    expected = _np(keras.ops.dot_product_attention(q, k, v))
+    low = [keras.ops.cast(x, "bfloat16") for x in (q, k, v)]
+    got = heads_major_attention(*low)
+    assert keras.backend.standardize_dtype(got.dtype) == "bfloat16"
+    np.testing.assert_allclose(_np(keras.ops.cast(got, "float32")), expected, atol=3e-2)
+
+
 def test_attention_rejects_indivisible_heads():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)

@@ -1,14 +1,67 @@
 """Multi-head attention on top of ``keras.ops.dot_product_attention``.
 
-Going through the fused op lets every backend pick its best kernel (XLA's fused
-attention on JAX, ``scaled_dot_product_attention`` / flash attention on PyTorch).
+Going through the fused op lets every backend pick its best kernel (cuDNN flash attention
+for JAX on GPU, ``scaled_dot_product_attention`` / flash attention on PyTorch, XLA on
+TensorFlow). One exception, measured: JAX on CPU has no fused kernel, and the generic XLA
+path ``jax.nn.dot_product_attention`` falls back to (einsums in ``(batch, length, heads,
+dim)`` layout, normalised probabilities) runs ~3.5x slower there than the same maths with
+heads-major matmuls and the softmax's division applied after the second matmul
+(:func:`heads_major_attention`): 151 ms against 43 ms for SigLIP Base's attention at batch
+32, a quarter of the whole encoder block's time.
 """
 
 from __future__ import annotations
 
+import functools
+import math
+
 import keras
 from keras import ops
 from kvmm.layers.initialization import initializer
+
+
+def heads_major_attention(query, key, value, mask=None, is_causal=False):
+    """``softmax(q k^T / sqrt(d)) v`` for ``(batch, length, heads, head_dim)`` inputs, with
+    the heads moved ahead of the lengths (two batched matmuls) and the softmax's
+    normalisation applied to the ``(length, head_dim)`` output instead of the ``(length,
+    length)`` probabilities. Scores and softmax run in float32 whatever the inputs' dtype.
+
+    ``mask``: broadcastable to ``(batch, heads, query_length, kv_length)``, truthy where
+    attending is allowed. Rows with nothing to attend to get uniform weights (finite, as
+    with ``keras.ops.dot_product_attention``'s large negative fill), never NaN.
+    """
+    query, key, value = (ops.convert_to_tensor(x) for x in (query, key, value))
+    head_dim = ops.shape(query)[-1]
+    q = ops.transpose(query * ops.cast(1.0 / math.sqrt(head_dim), query.dtype), (0, 2, 1, 3))
+    k = ops.transpose(key, (0, 2, 3, 1))
+    v = ops.transpose(value, (0, 2, 1, 3))
+    scores = ops.cast(ops.matmul(q, k), "float32")  # (batch, heads, q_len, kv_len)
+    if is_causal:
+        q_len, kv_len = ops.shape(scores)[-2], ops.shape(scores)[-1]
+        causal = ops.tril(ops.ones((q_len, kv_len), "bool"), k=kv_len - q_len)
+        mask = causal if mask is None else ops.logical_and(mask, causal)
+    if mask is not None:
+        scores = ops.where(mask, scores, -0.7 * 3.4028235e38)
+    scores = scores - ops.stop_gradient(ops.max(scores, axis=-1, keepdims=True))
+    weights = ops.exp(scores)
+    out = ops.matmul(ops.cast(weights, value.dtype), v)
+    out = out / ops.cast(ops.sum(weights, axis=-1, keepdims=True), out.dtype)
+    return ops.transpose(out, (0, 2, 1, 3))
+
+
+@functools.lru_cache(maxsize=None)
+def _jax_on_cpu() -> bool:
+    import jax
+
+    return jax.default_backend() == "cpu"
+
+
+def attention(query, key, value, mask=None, is_causal=False):
+    """Scaled dot-product attention of ``(batch, length, heads, head_dim)`` tensors:
+    ``keras.ops.dot_product_attention``, except for JAX on CPU (see the module docstring)."""
+    if keras.backend.backend() == "jax" and _jax_on_cpu():
+        return heads_major_attention(query, key, value, mask=mask, is_causal=is_causal)
+    return ops.dot_product_attention(query, key, value, mask=mask, is_causal=is_causal)
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -79,7 +132,7 @@ class MultiHeadAttention(keras.layers.Layer):
         mask = None
         if padding_mask is not None:
             mask = ops.cast(padding_mask, "bool")[:, None, None, :]
-        x = ops.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal)
+        x = attention(q, k, v, mask=mask, is_causal=is_causal)
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (batch, length, self.hidden_dim))
         return self.output_dense(x)
