@@ -58,6 +58,29 @@ def test_every_batch_has_one_shape(tiny, sample_images, monkeypatch):
     assert image_shapes == {(3, 32, 32, 3)} and text_shapes == {(3, model.max_text_length)}
 
 
+def test_images_are_streamed_one_batch_at_a_time(tiny, sample_images):
+    """Memory stays flat however many images there are: the embedder pulls the next
+    ``batch_size`` inputs only after handing out the previous batch (what `kvmm index`
+    relies on for large folders). An embedder that read its input ahead would pull all
+    1000 images before the first batch."""
+    model, processor = tiny
+    photo = np.asarray(sample_images["chelsea"].resize((40, 40)))
+    pulled = []
+
+    def large_folder():
+        for number in range(1000):
+            pulled.append(number)
+            yield photo
+
+    embedder = Embedder(model, processor, batch_size=4, progress=False)
+    for count, batch in enumerate(embedder.iter_images(large_folder()), start=1):
+        assert len(batch.items) == 4 and batch.embeddings.shape == (4, model.embedding_dim)
+        assert len(pulled) == 4 * count  # nothing read ahead
+        if count == 5:
+            break
+    assert embedder.failures == []
+
+
 def test_texts_match_the_model(tiny):
     model, processor = tiny
     texts = ["a photo of a cat", "a dog", "two red circles"]
