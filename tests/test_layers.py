@@ -68,12 +68,38 @@ def test_cross_attention_with_other_key_width():
     np.testing.assert_allclose(_np(layer(q, key_value=kv)), _reference_attention(layer, q, kv), atol=1e-5)
 
 
-@pytest.mark.parametrize("case", ["plain", "padding", "causal", "cross", "empty_row"])
-def test_heads_major_attention_equals_keras_dot_product_attention(case):
-    """The JAX-on-CPU attention path (written with keras.ops, so checked on every backend)
-    against keras.ops.dot_product_attention: outputs and gradients."""
-    from kvmm.layers.attention import heads_major_attention
+def _gradients(fn, *inputs):
+    """Gradients of ``sum(fn(*inputs) ** 2)`` with respect to every input, as NumPy arrays,
+    with the current backend's autodiff."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
 
+        grads = jax.grad(lambda *xs: (fn(*xs) ** 2).sum(), tuple(range(len(inputs))))(*inputs)
+        return [np.asarray(g) for g in grads]
+    if backend == "torch":
+        xs = [torch.tensor(x, requires_grad=True) for x in inputs]
+        (fn(*xs) ** 2).sum().backward()
+        return [x.grad.numpy() for x in xs]
+    import tensorflow as tf
+
+    xs = [tf.constant(x) for x in inputs]
+    with tf.GradientTape() as tape:
+        tape.watch(xs)
+        loss = tf.reduce_sum(fn(*xs) ** 2)
+    return [g.numpy() for g in tape.gradient(loss, xs)]
+
+
+@pytest.mark.parametrize("implementation", ["heads_major_attention", "attention"])
+@pytest.mark.parametrize("case", ["plain", "padding", "causal", "cross", "empty_row"])
+def test_attention_paths_equal_keras_dot_product_attention(implementation, case):
+    """kvmm's attention paths against keras.ops.dot_product_attention, outputs and
+    gradients: ``attention`` (the dispatcher the layers call: the JAX-on-CPU path on JAX,
+    SDPA on transposed views on PyTorch, Keras' op on TensorFlow) and
+    ``heads_major_attention`` (written with keras.ops, so checked on every backend)."""
+    from kvmm.layers import attention as module
+
+    fn = getattr(module, implementation)
     rng = np.random.default_rng(3)
     q_len, kv_len = (5, 9) if case == "cross" else (7, 7)
     q = rng.normal(size=(2, q_len, 3, 8)).astype("float32")
@@ -87,20 +113,57 @@ def test_heads_major_attention_equals_keras_dot_product_attention(case):
             keep[1] = False  # nothing to attend to: finite, as the fused op
         mask = keep[:, None, None, :]
     expected = _np(keras.ops.dot_product_attention(q, k, v, mask=mask, is_causal=causal))
-    got = _np(heads_major_attention(q, k, v, mask=mask, is_causal=causal))
+    got = _np(fn(q, k, v, mask=mask, is_causal=causal))
     assert np.isfinite(got).all()
     np.testing.assert_allclose(got, expected, atol=2e-6)
 
-    if keras.backend.backend() != "jax":
-        return
-    import jax
+    def keras_op(q, k, v):
+        return keras.ops.dot_product_attention(q, k, v, mask=mask, is_causal=causal)
 
-    def loss(fn):
-        return lambda q, k, v: (fn(q, k, v, mask=mask, is_causal=causal) ** 2).sum()
+    # For the batch row with nothing to attend to ("empty_row"), the output (the mean of
+    # the values) does not depend on q and k: the where-masking of heads_major_attention
+    # gives them zero gradients, an additive mask (Keras' op on PyTorch) small nonzero
+    # ones. Only finiteness is compared there.
+    compared = slice(0, 1) if case == "empty_row" else slice(None)
+    for a, b in zip(_gradients(lambda q, k, v: fn(q, k, v, mask=mask, is_causal=causal), q, k, v),
+                    _gradients(keras_op, q, k, v)):
+        assert np.isfinite(a).all()
+        np.testing.assert_allclose(a[compared], b[compared], atol=2e-5)
 
-    for a, b in zip(jax.grad(loss(heads_major_attention), (0, 1, 2))(q, k, v),
-                    jax.grad(loss(keras.ops.dot_product_attention), (0, 1, 2))(q, k, v)):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=2e-5)
+
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+@pytest.mark.parametrize("variant", ["bias", "no_bias", "activation", "lora"])
+def test_dense_equals_keras_dense(variant, dtype):
+    """kvmm.layers.Dense (F.linear on PyTorch) computes what keras.layers.Dense does with
+    the same variables: outputs and gradients, with LoRA enabled and under mixed precision."""
+    from kvmm.layers import Dense
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 5, 12)).astype("float32")
+    options = dict(use_bias=variant != "no_bias",
+                   activation="gelu" if variant == "activation" else None, dtype=dtype)
+    ours, theirs = Dense(10, **options), keras.layers.Dense(10, **options)
+    for layer in (ours, theirs):
+        layer.build(x.shape)
+    if variant == "lora":
+        for layer in (ours, theirs):
+            layer.enable_lora(2)
+    for a, b in zip(ours.weights, theirs.weights):
+        value = rng.normal(size=a.shape).astype("float32")
+        a.assign(value)
+        b.assign(value)
+    got, expected = ours(x), theirs(x)
+    assert keras.backend.standardize_dtype(got.dtype) == keras.backend.standardize_dtype(
+        expected.dtype)
+    atol = 1e-5 if dtype == "float32" else 5e-2
+    np.testing.assert_allclose(_np(keras.ops.cast(got, "float32")),
+                               _np(keras.ops.cast(expected, "float32")), atol=atol, rtol=1e-2)
+    if dtype == "float32":
+        for a, b in zip(_gradients(ours, x), _gradients(theirs, x)):
+            np.testing.assert_allclose(a, b, atol=1e-4)
+    if variant == "lora":
+        assert [w.path for w in ours.trainable_weights] == [
+            w.path.replace(theirs.name, ours.name) for w in theirs.trainable_weights]
 
 
 def test_heads_major_attention_in_bfloat16_stays_close():

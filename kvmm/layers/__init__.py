@@ -7,6 +7,7 @@ from kvmm.layers.activations import get_activation
 from kvmm.layers.attention import MultiHeadAttention
 from kvmm.layers.attention_pooling import AttentionPoolingHead
 from kvmm.layers.class_token import ClassToken
+from kvmm.layers.dense import Dense
 from kvmm.layers.encoder import TransformerEncoder
 from kvmm.layers.encoder_block import TransformerEncoderBlock
 from kvmm.layers.mlp import MLP
@@ -16,6 +17,7 @@ from kvmm.layers.position_embedding import PositionEmbedding, resize_position_gr
 __all__ = [
     "AttentionPoolingHead",
     "ClassToken",
+    "Dense",
     "MLP",
     "MultiHeadAttention",
     "PatchEmbedding",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kvmm.layers.activations import get_activation
+from kvmm.layers.dense import Dense
 from kvmm.layers.initialization import initializer
 
 
@@ -33,14 +34,14 @@ class MLP(keras.layers.Layer):
         self.activation = activation
         self.use_bias = use_bias
         self._activation_fn = get_activation(activation)
-        self.fc1 = keras.layers.Dense(
+        self.fc1 = Dense(
             intermediate_dim,
             use_bias=use_bias,
             kernel_initializer=initializer("glorot_uniform"),
             dtype=self.dtype_policy,
             name="fc1",
         )
-        self.fc2 = keras.layers.Dense(
+        self.fc2 = Dense(
             hidden_dim,
             use_bias=use_bias,
             kernel_initializer=initializer("glorot_uniform"),

@@ -5,11 +5,11 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kvmm.layers import MLP, MultiHeadAttention, get_activation
+from kvmm.layers import MLP, Dense, MultiHeadAttention, get_activation
 
 
 def _dense(units, policy, name, use_bias=True):
-    return keras.layers.Dense(units, use_bias=use_bias, dtype=policy, name=name)
+    return Dense(units, use_bias=use_bias, dtype=policy, name=name)
 
 
 def _norm(policy, name):

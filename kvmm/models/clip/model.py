@@ -5,7 +5,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from kvmm.layers import ClassToken, PatchEmbedding, PositionEmbedding, TransformerEncoder
+from kvmm.layers import (
+    ClassToken,
+    Dense,
+    PatchEmbedding,
+    PositionEmbedding,
+    TransformerEncoder,
+)
 from kvmm.layers.initialization import initializer
 from kvmm.models.dual_encoder import (
     RecordedConfig,
@@ -18,7 +24,7 @@ from kvmm.utils.images import image_size_pair
 
 
 def _projection(dim, policy, name):
-    return keras.layers.Dense(
+    return Dense(
         dim,
         use_bias=False,
         kernel_initializer=initializer("glorot_uniform"),

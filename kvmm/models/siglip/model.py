@@ -9,6 +9,7 @@ from keras import ops
 
 from kvmm.layers import (
     AttentionPoolingHead,
+    Dense,
     PatchEmbedding,
     PositionEmbedding,
     TransformerEncoder,
@@ -198,7 +199,7 @@ class SigLIPTextEncoder(RecordedConfig, keras.Model):
         self.final_layer_norm = keras.layers.LayerNormalization(
             epsilon=layer_norm_epsilon, dtype=policy, name="final_layer_norm"
         )
-        self.head = keras.layers.Dense(
+        self.head = Dense(
             self.projection_dim,
             kernel_initializer=initializer("glorot_uniform"),
             dtype=policy,
