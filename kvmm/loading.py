@@ -283,12 +283,21 @@ def apply_key_map(
                         f"probably of another variant or configuration."
                     )
         borrowed = getattr(checkpoint, "borrowed", False)
+        # JAX and TensorFlow transpose a Dense kernel into new memory; PyTorch keeps it a
+        # view of the (out, in) matrix (see backend_tensor), which must then be copied.
+        import keras
+
+        views_kept = keras.backend.backend() == "torch"
         for rule in rules:
             array = checkpoint.read(rule.key)
             for variable, convert in rule.targets:
                 value = convert(array, tuple(variable.shape))
-                if borrowed and not _is_transposed(value) and np.may_share_memory(value, array):
-                    value = _owned_copy(value)  # not a view of the checkpoint's file
+                if borrowed and np.may_share_memory(value, array):
+                    # Not a view of the checkpoint's file.
+                    if not _is_transposed(value):
+                        value = _owned_copy(value)
+                    elif views_kept:
+                        value = _owned_copy(value.T).T
                 set_variable(variable, value)
             del array, value
             bar.update(1)
@@ -312,9 +321,11 @@ def backend_tensor(value):
     """``value`` (a NumPy array) as a tensor of the current Keras backend, without a copy
     where the backend can share the array's memory (JAX: 64-byte aligned arrays; PyTorch:
     writeable ones). The transposed view of a matrix (a Dense kernel taken from a
-    ``(out, in)`` checkpoint tensor) is transposed by the backend itself, whose
+    ``(out, in)`` checkpoint tensor) is transposed by JAX and TensorFlow themselves, whose
     multi-threaded, cache-blocked transpose is several times faster than NumPy's copy of a
-    strided view. Other non-contiguous arrays are first copied by NumPy."""
+    strided view; PyTorch keeps it the transposed view of the contiguous ``(out, in)``
+    matrix, the layout ``F.linear`` takes (:class:`kvmm.layers.Dense`), so nothing is
+    transposed at all. Other non-contiguous arrays are first copied by NumPy."""
     import keras
 
     if not isinstance(value, np.ndarray):
@@ -338,7 +349,9 @@ def backend_tensor(value):
             tensor = torch.from_numpy(source.view(np.int16)).view(torch.bfloat16)
         else:
             tensor = torch.from_numpy(source)
-        return tensor.t().contiguous() if transposed else tensor
+        # The kernel stays the transposed view of the (out, in) matrix: Dense hands
+        # kernel.t(), the contiguous matrix itself, to F.linear, as torch.nn.Linear does.
+        return tensor.t() if transposed else tensor
     if backend == "tensorflow" and transposed:
         import tensorflow as tf
 

@@ -15,7 +15,7 @@ import tiny_family
 from kvmm.errors import HubUnavailableError, WeightsError
 from kvmm.loading import save_weights_atomic
 from kvmm.models.siglip import SigLIPBaseP16, SigLIPLargeP16, SigLIPSo400mP14
-from tiny_family import TINY_REPO, build_tiny
+from tiny_family import TINY_REPO, assert_same_model, build_tiny
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,8 @@ def test_cache_is_keyed_by_resolution(tiny_folder, hf_cache, kvmm_cache):
 
 def test_damaged_cache_entry_is_reconverted(tiny_folder, tiny_inputs, hf_cache, kvmm_cache):
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
-    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)
+    build_tiny(weights="test_32")  # converts and writes the cache entry
+    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)  # from the cache
     (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
     entry.write_bytes(entry.read_bytes()[: entry.stat().st_size // 2])  # truncated
     with pytest.warns(UserWarning, match="converting again"):
@@ -163,7 +164,8 @@ def test_a_model_from_the_cache_does_not_write_to_it(tiny_folder, tiny_inputs, h
     """Changing the variables (fine-tuning) of a model mapped from the cache file leaves the
     file as it was (copy-on-write), and replacing the file leaves the model as it was."""
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
-    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)
+    build_tiny(weights="test_32")  # converts and writes the cache entry
+    reference = _logits(build_tiny(weights="test_32"), *tiny_inputs)  # from the cache
     (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
     before = entry.read_bytes()
     model = build_tiny(weights="test_32")
@@ -229,7 +231,29 @@ def test_weights_h5_round_trip(tiny_folder, tiny_inputs, tmp_path):
     path = tmp_path / "tiny.weights.h5"
     model.save_weights(str(path))
     again = build_tiny(weights=str(path))
-    np.testing.assert_array_equal(_logits(again, *tiny_inputs), _logits(model, *tiny_inputs))
+    assert_same_model(again, model, lambda m: _logits(m, *tiny_inputs))
+
+
+def test_a_converted_model_trains_and_round_trips(tiny_folder, tiny_inputs, tmp_path):
+    """Kernels converted from (out, in) checkpoint tensors (on PyTorch: views of those
+    matrices) take optimizer updates and survive a ``.keras`` round trip."""
+    from kvmm.losses import SigmoidLoss
+
+    images, token_ids = tiny_inputs
+    model = build_tiny(weights=str(tiny_folder))
+    before = {v.path: keras.ops.convert_to_numpy(v) for v in model.trainable_weights}
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss=SigmoidLoss())
+    pairs = {"images": images[:2], "token_ids": token_ids[:2]}
+    model.fit(pairs, batch_size=2, epochs=1, verbose=0)
+    kernels = [p for p in before if p.endswith("/kernel")]
+    assert kernels
+    for path in kernels:
+        after = keras.ops.convert_to_numpy(
+            next(v for v in model.trainable_weights if v.path == path))
+        assert not np.array_equal(after, before[path]), path
+    model.save(str(tmp_path / "tuned.keras"))
+    again = keras.saving.load_model(str(tmp_path / "tuned.keras"))
+    assert_same_model(again, model, lambda m: _logits(m, *tiny_inputs))
 
 
 def test_folder_records_its_vocabulary(tiny_reference, tmp_path, spm_vocab):

@@ -45,3 +45,20 @@ BIOMEDCLIP_TINY_FAMILY = dataclasses.replace(
 
 def build_biomedclip_tiny(weights=None, **kwargs):
     return create_model(BIOMEDCLIP_TINY_FAMILY, "BiomedClipTiny", weights=weights, **kwargs)
+
+
+def assert_same_model(a, b, outputs):
+    """``a`` and ``b`` hold bit-identical weights, and ``outputs(model)`` agrees to within
+    float32 rounding. Not bit for bit: on PyTorch a kernel converted from an ``(out, in)``
+    checkpoint tensor keeps that memory layout (a transposed view), one loaded from a
+    ``.weights.h5``/``.keras`` file or kvmm's cache is ``(in, out)`` contiguous, and BLAS
+    sums the two layouts in different orders."""
+    import keras
+    import numpy as np
+
+    assert [v.path for v in a.weights] == [v.path for v in b.weights]
+    for x, y in zip(a.weights, b.weights):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(x),
+                                      keras.ops.convert_to_numpy(y), err_msg=x.path)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(outputs(a)),
+                               keras.ops.convert_to_numpy(outputs(b)), rtol=0, atol=1e-6)

@@ -15,7 +15,9 @@ class Dense(keras.layers.Dense):
     transformer towers 10-25% of their CPU time (a text batch of 256 x 64 tokens has
     200 MB MLP activations). ``F.linear`` takes the ``(units, in)`` weight as a transposed
     view of Keras' ``(in, units)`` kernel, so nothing is copied, and adds the bias inside
-    the BLAS call. XLA (JAX, TensorFlow) fuses the bias add by itself; those backends, and
+    the BLAS call. A kernel converted from a ``(units, in)`` checkpoint tensor on PyTorch
+    is itself the transposed view of that matrix (``kvmm.loading.backend_tensor``), so
+    ``F.linear`` then gets the contiguous layout ``torch.nn.Linear`` uses. XLA (JAX, TensorFlow) fuses the bias add by itself; those backends, and
     quantized layers, take Keras' own ``call``.
     """
 
