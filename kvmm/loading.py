@@ -320,7 +320,7 @@ def _owned_copy(value: np.ndarray) -> np.ndarray:
 def backend_tensor(value):
     """``value`` (a NumPy array) as a tensor of the current Keras backend, without a copy
     where the backend can share the array's memory (JAX: 64-byte aligned arrays; PyTorch:
-    writeable ones). The transposed view of a matrix (a Dense kernel taken from a
+    writeable ones; TensorFlow: writeable, 64-byte aligned ones, see _tensorflow_alias). The transposed view of a matrix (a Dense kernel taken from a
     ``(out, in)`` checkpoint tensor) is transposed by JAX and TensorFlow themselves, whose
     multi-threaded, cache-blocked transpose is several times faster than NumPy's copy of a
     strided view; PyTorch keeps it the transposed view of the contiguous ``(out, in)``
@@ -352,11 +352,43 @@ def backend_tensor(value):
         # The kernel stays the transposed view of the (out, in) matrix: Dense hands
         # kernel.t(), the contiguous matrix itself, to F.linear, as torch.nn.Linear does.
         return tensor.t() if transposed else tensor
-    if backend == "tensorflow" and transposed:
+    if backend == "tensorflow":
         import tensorflow as tf
 
-        return tf.transpose(source)
+        tensor = _tensorflow_alias(source)
+        if transposed:
+            return tf.transpose(source if tensor is None else tensor)
+        return source if tensor is None else tensor
     return source
+
+
+#: NumPy dtypes TensorFlow takes through DLPack (bfloat16 goes as uint16, then bitcast).
+_DLPACK_DTYPES = frozenset(("float16", "float32", "float64", "int8", "int16", "int32",
+                            "int64", "uint8", "bool", "bfloat16"))
+
+
+def _tensorflow_alias(array: np.ndarray):
+    """A TensorFlow tensor using ``array``'s memory, or None where that is not safe.
+
+    ``tf.constant`` always copies, so a TensorFlow variable would otherwise cost a fresh
+    copy of every weight (from the cache's memory map: all of them). Through DLPack the
+    tensor keeps ``array`` (and the map under it) alive and reads its memory as it is; a
+    ``tf.Variable`` made from the tensor shares it, and writing to the variable later gives
+    it memory of its own. TensorFlow's kernels require 64-byte aligned data (anything else
+    aborts the process), hence the strict check; kvmm's cache lays every large tensor out
+    that way, and so do recent ``safetensors`` writers."""
+    import tensorflow as tf
+
+    if (array.dtype.name not in _DLPACK_DTYPES or not array.flags.c_contiguous
+            or not array.flags.writeable or array.size == 0 or array.ctypes.data % 64):
+        return None
+    bfloat16 = array.dtype.name == "bfloat16"
+    try:
+        tensor = tf.experimental.dlpack.from_dlpack(
+            (array.view(np.uint16) if bfloat16 else array).__dlpack__())
+    except (BufferError, TypeError, ValueError, tf.errors.OpError):
+        return None
+    return tf.bitcast(tensor, tf.bfloat16) if bfloat16 else tensor
 
 
 def set_variable(variable, value) -> None:
@@ -535,11 +567,12 @@ def load_converted(model, path: str | os.PathLike) -> None:
     """Fill ``model`` from a file written by :func:`save_converted`: each variable straight
     from its bytes (no transposes, no Keras h5 machinery).
 
-    On JAX and PyTorch the variables use the file's (copy-on-write) memory map as it is, as
+    On every backend the variables use the file's (copy-on-write) memory map as it is, as
     transformers does with a safetensors checkpoint: the load itself reads nothing, and each
-    weight is paged in from the page cache when first used. The cache file is only ever
-    replaced (atomic rename), never rewritten in place, so the mapping stays valid. On
-    TensorFlow each variable is a copy."""
+    weight is paged in from the page cache when first used (TensorFlow takes the memory
+    through DLPack, see ``_tensorflow_alias``; the few tensors too small to be 64-byte
+    aligned are copied). The cache file is only ever replaced (atomic rename), never
+    rewritten in place, so the mapping stays valid."""
     checkpoint = SafetensorsCheckpoint([path])
     keys = _variable_keys(model)
     if sorted(keys) != sorted(checkpoint.keys()):
