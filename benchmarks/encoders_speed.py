@@ -205,9 +205,9 @@ DEFAULT_BATCHES = {"images": "1,8,32", "texts": "1,32,256"}
 QUICK_BATCHES = {"images": "2", "texts": "2"}
 
 
-def _default_out(model: str, quick: bool) -> Path:
+def _default_out(model: str, quick: bool, folder: Path | None = None) -> Path:
     stem = MODELS[model]["result_stem"] + ("_cpu_quick" if quick else "_cpu")
-    return HERE / "results" / f"{stem}.md"
+    return (folder or HERE / "results") / f"{stem}.md"
 
 
 # =========================================================================================
@@ -487,7 +487,7 @@ def _worker_prepare(spec: dict) -> dict:
 # ---- the engines: how each one is started, loaded, read and called (in a worker) --------
 class _KvmmEngine:
     """``<Variant>(weights=...)`` on this process's Keras backend; ``encode_images`` /
-    ``encode_texts`` (Keras ``predict``)."""
+    ``encode_texts`` (Keras ``predict``; on TensorFlow one ``tf.function`` per tower)."""
 
     def __init__(self, model_cfg: dict, spec: dict):
         import importlib
@@ -1069,11 +1069,13 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         add(f"## Throughput: {noun} embeddings")
         add("")
         if modality == "images":
-            call = (f"`model.encode_images(images, batch_size=B)` (kvmm; Keras `predict`) "
+            call = (f"`model.encode_images(images, batch_size=B)` (kvmm; Keras `predict`, "
+                    f"a `tf.function` loop on TensorFlow) "
                     f"against {ref['image_call']}")
             what = f"B {model_cfg['image_note']}, {model_cfg['image_size']}px square"
         else:
-            call = (f"`model.encode_texts(token_ids, batch_size=B)` (kvmm; Keras `predict`) "
+            call = (f"`model.encode_texts(token_ids, batch_size=B)` (kvmm; Keras `predict`, "
+                    f"a `tf.function` loop on TensorFlow) "
                     f"against {ref['text_call']}")
             what = f"B texts: {model_cfg['text_note']}"
         add(f"{call} under `torch.inference_mode()` plus L2 normalisation ({ref['call_note']}"
@@ -1467,6 +1469,9 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
                         help="Markdown output for a single --model (default "
                              "benchmarks/results/<model>_cpu.md, with --quick "
                              "<model>_cpu_quick.md); raw numbers go next to it as .json")
+    parser.add_argument("--out-dir", type=Path, default=None,
+                        help="folder for every report (per model and the summary) instead "
+                             "of benchmarks/results, e.g. one folder per machine")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="folder for the random-weight reference checkpoint (HF or "
                              "open_clip format), built there if "
@@ -1537,6 +1542,10 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
         models = [members[0] for members in FAMILIES.values()]
     if args.out is not None and len(models) > 1:
         parser.error("--out needs a single --model")
+    if args.out is not None and args.out_dir is not None:
+        parser.error("give --out or --out-dir, not both")
+    if args.out_dir is not None:
+        args.out_dir.mkdir(parents=True, exist_ok=True)
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
     for m in modalities:
         if m not in MODALITIES:
@@ -1573,12 +1582,12 @@ def main(argv=None, *, prog: str = "encoders_speed.py", default_model: str = "al
             folder = args.checkpoint.expanduser().resolve()
             if len(models) > 1:
                 folder = folder / model
-        out_md = args.out or _default_out(model, quick)
+        out_md = args.out or _default_out(model, quick, args.out_dir)
         written.append(_benchmark(model, opts, folder, out_md))
     matmul.append(_run_worker({"task": "matmul", "threads": threads}, "jax", opts["timeout"],
                               "float32 matmul rate (after)"))
     summary = _summary(written, matmul, opts)
-    out_summary = (args.out.parent if args.out else HERE / "results") / (
+    out_summary = (args.out.parent if args.out else args.out_dir or HERE / "results") / (
         _machine_slug(threads) + ("_quick" if quick else "") + ".md")
     out_summary.write_text(summary)
     print(summary)

@@ -1,7 +1,8 @@
 """Inference path: compiled once per input shape, and bfloat16 within a stated tolerance.
 
 * ``encode_images`` / ``encode_texts`` run Keras' ``predict``: on JAX a ``jax.jit``-compiled
-  step, on TensorFlow a ``tf.function`` graph: the tower's ``call`` is traced once per
+  step; on TensorFlow one ``tf.function`` graph per tower called from a plain loop (not
+  ``predict``'s ``tf.data`` pipeline): the tower's ``call`` is traced once per
   input shape and never again for repeated calls of that shape. PyTorch runs eagerly (no
   compilation, nothing to repeat): ``call`` runs once per batch.
 * bfloat16 (``dtype="bfloat16"`` or the ``"mixed_bfloat16"`` policy): embeddings within
@@ -61,19 +62,37 @@ def test_repeated_calls_do_not_recompile(build):
         assert (len(vision), len(text)) == traced, "repeated calls traced the tower again"
 
 
+def test_empty_input_gives_empty_embeddings():
+    model = build_tiny()
+    assert model.encode_images(np.zeros((0, 32, 32, 3), "float32")).shape == (
+        0, model.embedding_dim)
+    assert model.encode_texts(np.zeros((0, 8), "int32")).shape == (0, model.embedding_dim)
+
+
 def test_predict_is_compiled_on_jax_and_tensorflow():
     model = build_tiny()
-    model.encode_images(np.zeros((2, 32, 32, 3), "float32"), batch_size=2)
+    images = np.random.default_rng(2).uniform(-1, 1, (5, 32, 32, 3)).astype("float32")
+    first = model.encode_images(images, batch_size=2)
+    if BACKEND == "tensorflow":
+        # A plain loop over one tf.function per tower replaces Keras' predict loop (see
+        # kvmm.models.dual_encoder._tensorflow_predict); it gives predict's numbers.
+        import tensorflow as tf
+        from kvmm.models.dual_encoder import _tensorflow_step
+
+        step = _tensorflow_step(model.vision_model)
+        assert isinstance(step, tf.types.experimental.PolymorphicFunction)
+        model.encode_images(images, batch_size=2)
+        assert _tensorflow_step(model.vision_model) is step  # made once, reused
+        expected = model.vision_model.predict(images, batch_size=2, verbose=0)
+        expected /= np.linalg.norm(expected, axis=-1, keepdims=True)
+        np.testing.assert_allclose(first, expected, atol=1e-6)
+        return
     predict_function = model.vision_model.predict_function
     assert predict_function is not None
-    model.encode_images(np.zeros((2, 32, 32, 3), "float32"), batch_size=2)
+    model.encode_images(images, batch_size=2)
     assert model.vision_model.predict_function is predict_function  # made once, reused
     if BACKEND == "jax":
         assert model.vision_model.jit_compile  # XLA
-    if BACKEND == "tensorflow":
-        import tensorflow as tf
-
-        assert isinstance(predict_function, tf.types.experimental.PolymorphicFunction)
 
 
 @pytest.fixture(scope="module")

@@ -218,6 +218,11 @@ class SigLIPTextEncoder(RecordedConfig, keras.Model):
         self.head.build((None, self.hidden_dim))
         self.built = True
 
+
+    @property
+    def output_dim(self) -> int:
+        return self.projection_dim
+
     def call(self, token_ids, return_hidden_states: bool = False):
         check_token_ids(self.name, self.max_length, token_ids)
         x = self.position_embedding(self.token_embedding(ops.cast(token_ids, "int32")))
