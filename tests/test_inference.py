@@ -62,6 +62,33 @@ def test_repeated_calls_do_not_recompile(build):
         assert (len(vision), len(text)) == traced, "repeated calls traced the tower again"
 
 
+def test_large_batches_run_in_token_capped_passes_on_torch_cpu(monkeypatch):
+    """On PyTorch's CPU device a batch is split into passes of at most
+    TORCH_CPU_TOKENS_PER_CALL tokens (fresh-memory cost, see dual_encoder._torch_cpu_rows);
+    the embeddings equal one full pass on every backend."""
+    from kvmm.models import dual_encoder
+
+    model = build_tiny()
+    rng = np.random.default_rng(3)
+    images = rng.uniform(-1, 1, (6, 32, 32, 3)).astype("float32")
+    token_ids = rng.integers(2, model.vocabulary_size - 1, (6, model.max_text_length))
+    whole_images = model.encode_images(images, batch_size=6)
+    whole_texts = model.encode_texts(token_ids, batch_size=6)
+    tokens_per_image = model.vision_model.num_tokens
+    monkeypatch.setattr(dual_encoder, "TORCH_CPU_TOKENS_PER_CALL", 2 * tokens_per_image)
+    vision, text = _count_calls(model.vision_model), _count_calls(model.text_model)
+    np.testing.assert_allclose(model.encode_images(images, batch_size=6), whole_images,
+                               atol=1e-6)
+    monkeypatch.setattr(dual_encoder, "TORCH_CPU_TOKENS_PER_CALL",
+                        3 * model.max_text_length)
+    np.testing.assert_allclose(model.encode_texts(token_ids, batch_size=6), whole_texts,
+                               atol=1e-6)
+    if BACKEND == "torch":
+        assert (len(vision), len(text)) == (3, 2)  # passes of 2 images, of 3 texts
+    elif BACKEND == "tensorflow":
+        assert (len(vision), len(text)) == (0, 0)  # the full batch's graph, already traced
+
+
 def test_empty_input_gives_empty_embeddings():
     model = build_tiny()
     assert model.encode_images(np.zeros((0, 32, 32, 3), "float32")).shape == (
