@@ -89,6 +89,23 @@ def test_large_batches_run_in_token_capped_passes_on_torch_cpu(monkeypatch):
         assert (len(vision), len(text)) == (0, 0)  # the full batch's graph, already traced
 
 
+def test_encode_follows_lora_enabled_after_a_first_call():
+    """The compiled inference step (TensorFlow: kvmm's own tf.function per tower) must not
+    keep serving the graph traced before enable_lora added variables."""
+    from kvmm.training import enable_lora
+
+    model = build_tiny()
+    images = np.random.default_rng(4).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    before = model.encode_images(images, batch_size=2)
+    for layer in enable_lora(model, rank=2, towers=("vision",)):
+        layer.lora_kernel_b.assign(np.full(tuple(layer.lora_kernel_b.shape), 0.05, "float32"))
+    direct = keras.ops.convert_to_numpy(model.vision_model(images))
+    direct = direct / np.linalg.norm(direct, axis=-1, keepdims=True)
+    after = model.encode_images(images, batch_size=2)
+    assert np.abs(after - before).max() > 1e-4  # LoRA changed the embeddings
+    np.testing.assert_allclose(after, direct, atol=1e-5)
+
+
 def test_empty_input_gives_empty_embeddings():
     model = build_tiny()
     assert model.encode_images(np.zeros((0, 32, 32, 3), "float32")).shape == (

@@ -66,9 +66,12 @@ _TENSORFLOW_STEPS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 def _tensorflow_step(tower):
     """``tower(x, training=False)`` as a ``tf.function`` made once per tower and traced once
-    per input shape (``reduce_retracing``, as Keras' own ``predict_function``)."""
-    step = _TENSORFLOW_STEPS.get(tower)
-    if step is None:
+    per input shape (``reduce_retracing``, as Keras' own ``predict_function``). Made anew
+    when the tower's variables change (``enable_lora`` adds some, and changes what the
+    traced graph must compute)."""
+    variables = tuple(id(v) for v in tower.weights)
+    step, seen = _TENSORFLOW_STEPS.get(tower, (None, None))
+    if step is None or seen != variables:
         import tensorflow as tf
 
         reference = weakref.ref(tower)  # the cache must not keep the tower alive
@@ -77,7 +80,7 @@ def _tensorflow_step(tower):
             return reference()(x, training=False)
 
         step = tf.function(infer, reduce_retracing=True)
-        _TENSORFLOW_STEPS[tower] = step
+        _TENSORFLOW_STEPS[tower] = (step, variables)
     return step
 
 
