@@ -124,7 +124,8 @@ def _torch_cpu_rows(tower, inputs, batch_size: int) -> int:
 def predict_batches(tower, inputs, batch_size: int) -> np.ndarray:
     """``tower.predict(inputs, batch_size)``: Keras' compiled inference loop (one trace per
     input shape; see docs/performance.md). On TensorFlow the same graph runs from a plain
-    loop instead (see ``_tensorflow_predict``).
+    loop instead (see ``_tensorflow_predict``); on PyTorch's CPU device batches run in
+    passes of at most ``TORCH_CPU_TOKENS_PER_CALL`` tokens (see ``_torch_cpu_rows``).
 
     Under a ``keras.distribution`` that splits batches over ``k`` devices, every batch
     must be a multiple of ``k``: ``batch_size`` is rounded up to one and the inputs are
@@ -137,15 +138,16 @@ def predict_batches(tower, inputs, batch_size: int) -> np.ndarray:
     count = len(inputs)
     if count == 0:  # Keras' predict fails on empty input with an unrelated error
         return np.zeros((0, int(tower.output_dim)), "float32")
-    if shards > 1 and count:
+    if shards > 1:
         inputs = np.asarray(inputs)
         batch_size = -(-min(batch_size, count) // shards) * shards
         padding = -count % batch_size
         if padding:
             inputs = np.concatenate([inputs, np.repeat(inputs[-1:], padding, axis=0)])
-    if keras.backend.backend() == "tensorflow":
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
         return _tensorflow_predict(tower, inputs, batch_size)
-    if keras.backend.backend() == "torch":
+    if backend == "torch":
         batch_size = _torch_cpu_rows(tower, inputs, batch_size)
     return tower.predict(inputs, batch_size=batch_size, verbose=0)[:count]
 

@@ -218,7 +218,6 @@ class SigLIPTextEncoder(RecordedConfig, keras.Model):
         self.head.build((None, self.hidden_dim))
         self.built = True
 
-
     @property
     def output_dim(self) -> int:
         return self.projection_dim
