@@ -9,8 +9,9 @@ default all), on the machine it runs on and in the same run:
   ``get_image_features`` / ``get_text_features`` (SigLIP, CLIP) or open_clip's
   ``encode_image`` / ``encode_text`` (BiomedCLIP), PyTorch, with the same L2 normalisation;
 * load time and memory: ``<Variant>(weights=<checkpoint folder>)`` (conversion from the
-  reference checkpoint), ``<Variant>(weights=<named weight>)`` from kvmm's converted cache
-  (the "cached" load, what a second load of a named weight does) and the reference's own load
+  reference checkpoint), ``<Variant>(weights=<named weight>)`` from a Hugging Face cache
+  holding the checkpoint, first (converting into an empty kvmm cache) and second (from
+  kvmm's converted cache) load, and the reference's own load
   (``<HF model>.from_pretrained(<folder>)``; open_clip: ``CustomTextCLIP`` from
   ``open_clip_config.json`` + ``load_checkpoint``).
 
@@ -505,9 +506,9 @@ class _KvmmEngine:
         keras.ops.convert_to_numpy(keras.ops.add(keras.ops.ones((2,)), 1.0))
 
     def load(self, spec: dict) -> None:
-        # "cache": the named weight, from a Hugging Face cache holding the checkpoint as its
-        # repo, converted by an earlier process: the second load of a named weight.
-        named = spec["source"] in ("cache", "populate")
+        # "first" / "cache": the named weight, from a Hugging Face cache holding the
+        # checkpoint as its repo; first load (empty KVMM_CACHE) or second load.
+        named = spec["source"] in ("cache", "first")
         self.model = self.builder(weights=spec["named"] if named else spec["folder"])
 
     def read_weights(self) -> tuple[float, int]:
@@ -865,15 +866,24 @@ def _worker_main(spec_json: str) -> None:
 # Parent
 # =========================================================================================
 def _install_as_hub_repo(folder: Path, repo_id: str, hub: Path) -> None:
-    """Expose ``folder``'s files as ``repo_id`` in a Hugging Face cache at ``hub`` (the
-    layout huggingface_hub reads offline: snapshots/<commit>/file, refs/main)."""
+    """Expose ``folder``'s files as ``repo_id`` in a Hugging Face cache at ``hub``, laid out
+    as a download leaves it (``blobs/<file>``, linked from ``snapshots/<commit>/<file>``,
+    ``refs/main``). The blobs are hard links to ``folder``'s files (copies across file
+    systems), so kvmm sees files of the Hugging Face cache itself, as after a real download."""
     revision = "0" * 40
     repo = hub / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo / "snapshots" / revision
     snapshot.mkdir(parents=True, exist_ok=True)
+    (repo / "blobs").mkdir(exist_ok=True)
     for file in folder.iterdir():
+        blob = repo / "blobs" / file.name
+        if not blob.exists():
+            try:
+                os.link(file.resolve(), blob)
+            except OSError:
+                shutil.copyfile(file, blob)
         if not (snapshot / file.name).exists():
-            os.symlink(file.resolve(), snapshot / file.name)
+            os.symlink(os.path.relpath(blob, snapshot), snapshot / file.name)
     (repo / "refs").mkdir(exist_ok=True)
     (repo / "refs" / "main").write_text(revision)
 
@@ -1141,7 +1151,10 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
     hf_peak = _median([l["peak_rss_after_read"] for l in hf_loads])
     hf_incr = _median([increase(l) for l in hf_loads])
     source_label = {"folder": ref["kvmm_folder"],
-                    "cache": "kvmm's cache (second load of a named weight)",
+                    "first": "named weight, first load (Hugging Face cache; converts into "
+                             "kvmm's cache, on PyTorch uses the file as it is)",
+                    "cache": "named weight, second load (kvmm's cache; PyTorch: the Hugging "
+                             "Face file again)",
                     "h5": "`.weights.h5` (cached load, earlier runs)"}
     for key, group in _load_groups(loads):
         load_s = _median([l["load_s"] for l in group])
@@ -1168,11 +1181,12 @@ def _render(model: str, cfg: dict, env_info: dict, runs: list[dict], loads: list
         f"framework gets a different setting.")
     add(f"- Checkpoint: random weights (N(0, 0.02), LayerNorms 1/0), real {model_cfg['title']} "
         f"architecture (speed does not depend on the values), {ref['built']}.")
-    add("- Folder loads run with `KVMM_CACHE=off`. The cached load is "
+    add("- Folder loads run with `KVMM_CACHE=off`. The named-weight loads are "
         f"`{model_cfg['kvmm_class']}(weights=\"{model_cfg['named'][0]}\")` offline from a "
-        "temporary Hugging Face cache holding the checkpoint as its repo, after one earlier "
-        "process converted it into a temporary `KVMM_CACHE` (what every later load of a named "
-        "weight does).")
+        "temporary Hugging Face cache holding the checkpoint as its repo (`blobs/` hard "
+        "links, as a download leaves them): the first load in a process with an empty "
+        "temporary `KVMM_CACHE` of its own, the second load with the `KVMM_CACHE` the last "
+        "first load of that backend left.")
     add(f"- Wall time of this model's run: {cfg['total_s']:.0f} s.")
     add("")
     return "\n".join(lines)
@@ -1294,24 +1308,36 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
                 raise
             for pair in pairs:
                 stop(*pair)
-        # 2. More fresh processes for the load rows (folder), and the cached loads: the
-        #    checkpoint poses as the named weight's repo in a temporary Hugging Face cache;
-        #    one process per backend converts it into a temporary KVMM_CACHE ("populate",
-        #    not reported), the "cache" rows then load it as any later named load would.
+        # 2. More fresh processes for the load rows: the folder loads; the first load of the
+        #    named weight ("first": the checkpoint poses as its repo in a temporary Hugging
+        #    Face cache, as a download leaves it, and each process converts into an empty
+        #    KVMM_CACHE of its own); the second load of the named weight ("cache": from
+        #    what the last "first" process of that backend left in its KVMM_CACHE).
         load_only = dict(common, batches={})
         _install_as_hub_repo(folder, MODELS[model]["named"][1], hub)
-        for engine, backend in engines:
-            if engine == "kvmm":
-                _run_worker(dict(load_only, engine=engine, backend=backend, source="populate",
-                                 env=cache_env), backend, timeout,
-                            f"{model}: kvmm/{backend} converts into its cache")
+        kvmm_caches = {}
+        for i in range(opts["load_repeats"]):
+            for engine, backend in engines:
+                if engine != "kvmm":
+                    continue
+                previous = kvmm_caches.get(backend)
+                if previous is not None:
+                    shutil.rmtree(previous, ignore_errors=True)  # 0.8-3.5 GB each
+                kvmm_caches[backend] = tmp_root / f"kvmm_cache_{backend}_{i}"
+                env = dict(cache_env, KVMM_CACHE=str(kvmm_caches[backend]))
+                loads.append(_run_worker(
+                    dict(load_only, engine=engine, backend=backend, source="first", env=env),
+                    backend, timeout, f"{model}: first load of the named weight, kvmm/{backend} "
+                    f"({i + 1}/{opts['load_repeats']})"))
         for i in range(opts["load_repeats"]):
             for engine, backend in engines:
                 for source in (("folder",) if engine != "kvmm" else ("folder", "cache")):
                     if source == "folder" and i == 0:
                         continue  # measured in step 1
-                    spec = dict(load_only, engine=engine, backend=backend, source=source,
-                                env=cache_env if source == "cache" else {})
+                    env = {}
+                    if source == "cache":
+                        env = dict(cache_env, KVMM_CACHE=str(kvmm_caches[backend]))
+                    spec = dict(load_only, engine=engine, backend=backend, source=source, env=env)
                     loads.append(_run_worker(
                         spec, backend, timeout,
                         f"{model}: load {engine}{'/' + backend if backend else ''} from "

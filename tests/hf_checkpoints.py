@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -110,17 +111,26 @@ def save_checkpoint(model, folder: Path, vocabulary: str | None = None) -> Path:
     return folder
 
 
-def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path) -> str:
+def install_in_hf_cache(folder: Path, repo_id: str, hub_cache: Path, blobs: bool = False) -> str:
     """Expose ``folder``'s files as ``repo_id`` in a Hugging Face cache rooted at
     ``hub_cache`` (``$HF_HOME/hub``), the layout ``huggingface_hub`` reads offline.
-    Returns the fake commit hash."""
+    Snapshot entries link to ``folder``'s files, or with ``blobs=True`` (what a real
+    download leaves) to copies in the repo's ``blobs/`` folder. Returns the fake commit
+    hash."""
     revision = hashlib.sha1(f"{repo_id}:{folder}".encode()).hexdigest()
     repo_dir = Path(hub_cache) / f"models--{repo_id.replace('/', '--')}"
     snapshot = repo_dir / "snapshots" / revision
     snapshot.mkdir(parents=True, exist_ok=True)
     for file in Path(folder).iterdir():
         target = snapshot / file.name
-        if not target.exists():
+        if target.exists():
+            continue
+        if blobs:
+            blob = repo_dir / "blobs" / hashlib.sha256(file.read_bytes()).hexdigest()
+            blob.parent.mkdir(exist_ok=True)
+            shutil.copyfile(file, blob)
+            os.symlink(os.path.relpath(blob, snapshot), target)
+        else:
             os.symlink(file.resolve(), target)
     (repo_dir / "refs").mkdir(exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)

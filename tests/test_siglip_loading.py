@@ -116,13 +116,16 @@ def test_interrupted_conversion_cache_write_leaves_no_file(tmp_path, monkeypatch
 def test_cached_load_keeps_values_and_dtype(tiny_folder, tiny_inputs, hf_cache, kvmm_cache,
                                             dtype, recwarn):
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
-    first = build_tiny(weights="test_32", dtype=dtype)
+    first = build_tiny(weights="test_32", dtype=dtype)  # converted into the cache
     second = build_tiny(weights="test_32", dtype=dtype)  # from the cache
+    in_memory = build_tiny(weights=str(tiny_folder), dtype=dtype)  # cast by the backend
     assert not [w for w in recwarn if "converting again" in str(w.message)]
-    for a, b in zip(first.weights, second.weights):
-        assert a.dtype == b.dtype == dtype
+    for a, b, c in zip(first.weights, second.weights, in_memory.weights):
+        assert a.dtype == b.dtype == c.dtype == dtype
         np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.value),
                                       keras.ops.convert_to_numpy(b.value))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(a.value),
+                                      keras.ops.convert_to_numpy(c.value))
 
 
 def _mapped_ranges(path) -> list[tuple[int, int]]:
@@ -164,17 +167,18 @@ def _address(variable) -> int:
 
 @pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads Linux /proc/self/maps")
 def test_cached_load_uses_the_files_memory_map(tiny_folder, hf_cache, kvmm_cache):
-    """A second load reads nothing up front: the variables are the cache file's pages."""
+    """A named weight is converted straight into the cache file, and every load, the
+    converting one included, uses the file's pages as the variables."""
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
     first = build_tiny(weights="test_32")
     (entry,) = (kvmm_cache / "converted").glob("*.kvmm.safetensors")
     second = build_tiny(weights="test_32")
     ranges = _mapped_ranges(entry.resolve())
-    big = [v for v in second.weights if int(np.prod(v.shape)) * 4 % 64 == 0]
-    assert len(big) > len(second.weights) / 2
-    outside = [v.path for v in big if not any(a <= _address(v) < b for a, b in ranges)]
-    assert not outside, f"copied instead of mapped: {outside}"
-    assert not any(any(a <= _address(v) < b for a, b in ranges) for v in first.weights)
+    for model in (first, second):
+        big = [v for v in model.weights if int(np.prod(v.shape)) * 4 % 64 == 0]
+        assert len(big) > len(model.weights) / 2
+        outside = [v.path for v in big if not any(a <= _address(v) < b for a, b in ranges)]
+        assert not outside, f"copied instead of mapped: {outside}"
 
 
 def test_a_model_from_the_cache_does_not_write_to_it(tiny_folder, tiny_inputs, hf_cache,
@@ -242,6 +246,71 @@ def test_cache_can_be_disabled(tiny_folder, hf_cache, kvmm_cache, monkeypatch):
     hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
     build_tiny(weights="test_32")
     assert not kvmm_cache.exists()
+
+
+def test_a_named_weight_from_hub_blobs(tiny_reference, tiny_folder, tiny_inputs, hf_cache,
+                                      kvmm_cache):
+    """Files of the Hugging Face cache itself (``blobs/``) are never rewritten in place.
+    On PyTorch, which keeps Dense kernels as views of the ``(out, in)`` matrices, the model
+    then uses the blob's pages as its variables (as transformers does) and no converted
+    copy is cached; JAX and TensorFlow convert into the cache as always. Either way,
+    training the model leaves the blob as it was."""
+    from kvmm.loading import is_hub_blob
+
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache, blobs=True)
+    (snapshot_file,) = hf_cache.rglob("snapshots/*/model.safetensors")
+    blob = snapshot_file.resolve()
+    assert is_hub_blob(snapshot_file) and not is_hub_blob(tiny_folder / "model.safetensors")
+    before = blob.read_bytes()
+    model = build_tiny(weights="test_32")
+    ref = hfc.reference_outputs(tiny_reference, *tiny_inputs)["image_logits"]
+    np.testing.assert_allclose(_logits(model, *tiny_inputs), ref, atol=1e-4)
+    entries = list(kvmm_cache.rglob("*.kvmm.safetensors"))
+    if keras.backend.backend() == "torch":
+        assert not entries, "nothing to convert, nothing cached"
+        if os.path.exists("/proc/self/maps"):
+            ranges = _mapped_ranges(blob)
+            lent = [v for v in model.weights if any(a <= _address(v) < b for a, b in ranges)]
+            assert len(lent) == len(model.weights) - 1  # all but the conv kernel (permuted)
+    else:
+        assert len(entries) == 1
+    for variable in model.weights:  # in place on PyTorch
+        variable.assign(keras.ops.ones(variable.shape, variable.dtype) * 0.5)
+    assert blob.read_bytes() == before
+    np.testing.assert_allclose(_logits(build_tiny(weights="test_32"), *tiny_inputs), ref,
+                               atol=1e-4)
+
+
+def test_cache_write_failure_falls_back_to_an_in_memory_conversion(
+    tiny_reference, tiny_folder, tiny_inputs, hf_cache, tmp_path, monkeypatch
+):
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    monkeypatch.setenv("KVMM_CACHE", str(blocker))  # the cache folder cannot be made
+    with pytest.warns(UserWarning, match="Could not cache converted weights"):
+        model = build_tiny(weights="test_32")
+    ref = hfc.reference_outputs(tiny_reference, *tiny_inputs)["image_logits"]
+    np.testing.assert_allclose(_logits(model, *tiny_inputs), ref, atol=1e-4)
+    assert blocker.read_text() == "" and not list(tmp_path.rglob("*.partial*"))
+
+
+def test_transposed_copy_and_aligned_memory():
+    from kvmm.loading import aligned_empty, transposed_copy
+
+    rng = np.random.default_rng(0)
+    for shape in [(3, 5), (64, 65), (1000, 777), (2048, 300)]:  # small and threaded
+        matrix = rng.normal(size=shape).astype("float32")
+        np.testing.assert_array_equal(transposed_copy(matrix.T), matrix.T)
+        out = np.full(shape[::-1], np.nan, "float32")
+        assert transposed_copy(matrix.T, out) is out
+        np.testing.assert_array_equal(out, matrix.T)
+    for shape in [(7,), (3, 4), (1024, 1024), (0, 5)]:
+        array = aligned_empty(shape, "float32")
+        assert array.shape == shape and array.flags.writeable
+        assert array.size == 0 or array.ctypes.data % 64 == 0
+        array[...] = 1.0
+        assert array.sum() == np.prod(shape)
 
 
 def test_weights_h5_round_trip(tiny_folder, tiny_inputs, tmp_path):
