@@ -95,21 +95,22 @@ def test_interrupted_cache_write_leaves_no_file(tmp_path, monkeypatch):
     assert list(target.parent.iterdir()) == []
 
 
-def test_interrupted_conversion_cache_write_leaves_no_file(tmp_path, monkeypatch):
+def test_interrupted_conversion_cache_write_leaves_no_file(tiny_folder, hf_cache, kvmm_cache,
+                                                           monkeypatch):
+    """A named load interrupted while it converts into the cache leaves no file there."""
     from kvmm import loading
 
-    model = build_tiny()
-    target = tmp_path / "cache" / f"model{loading.CACHE_SUFFIX}"
+    hfc.install_in_hf_cache(tiny_folder, TINY_REPO, hf_cache)
 
-    def crash(tensors, path):
+    def crash(tensors, path, on_tensor=None):
         with open(path, "wb") as f:
             f.write(b"half written")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(loading, "write_safetensors", crash)
     with pytest.raises(KeyboardInterrupt):
-        loading.save_converted(model, target)
-    assert list(target.parent.iterdir()) == []
+        build_tiny(weights="test_32")
+    assert list((kvmm_cache / "converted").iterdir()) == []
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -197,12 +198,13 @@ def test_a_model_from_the_cache_does_not_write_to_it(tiny_folder, tiny_inputs, h
     np.testing.assert_array_equal(_logits(build_tiny(weights="test_32"), *tiny_inputs), reference)
 
     model = build_tiny(weights="test_32")
-    other = build_tiny(weights=str(tiny_folder), input_shape=(32, 32, 3))
-    for variable in other.weights:
-        variable.assign(keras.ops.zeros(variable.shape, variable.dtype))
-    from kvmm.loading import save_converted
+    from safetensors.numpy import load_file
 
-    save_converted(other, entry)  # written aside, then renamed over the entry
+    from kvmm.loading import write_safetensors
+
+    zeros = {k: np.zeros_like(v) for k, v in load_file(str(entry)).items()}
+    write_safetensors(zeros, str(entry) + ".new")
+    os.replace(str(entry) + ".new", entry)  # as the cache replaces an entry
     np.testing.assert_array_equal(_logits(model, *tiny_inputs), reference)
 
 
@@ -311,6 +313,48 @@ def test_transposed_copy_and_aligned_memory():
         assert array.size == 0 or array.ctypes.data % 64 == 0
         array[...] = 1.0
         assert array.sum() == np.prod(shape)
+
+
+def test_prefaulted_memory_serves_an_in_memory_conversion(tiny_folder):
+    """While the model is built, another thread makes the conversion's buffers resident;
+    aligned_empty takes them by size, stops the thread once it finds none ready, and
+    nothing is prepared for a load that casts (or reads no checkpoint)."""
+    import mmap
+
+    from kvmm import loading
+
+    with loading._prefaulting([1 << 20, 2 << 20, 1 << 20]):
+        prefaulter = loading._PREFAULT.current
+        prefaulter._thread.join()  # all three ready
+        ready = [id(b) for pool in prefaulter._pool.values() for b in pool]
+        assert len(ready) == 3
+
+        def memory(array):  # the object owning the array's memory
+            while isinstance(array, (np.ndarray, memoryview)):
+                array = array.base if isinstance(array, np.ndarray) else array.obj
+            return array
+
+        taken = [loading.aligned_empty((1 << 18,), "float32") for _ in range(2)]
+        assert all(id(memory(a)) in ready for a in taken)
+        assert not prefaulter._stopped
+        missed = loading.aligned_empty((1 << 18,), "float32")  # none left of an expected size
+        assert isinstance(memory(missed), mmap.mmap) and id(memory(missed)) not in ready
+        assert prefaulter._stopped
+        assert id(memory(loading.aligned_empty((2 << 20,), "uint8"))) in ready
+    assert loading._PREFAULT.current is None and not prefaulter._pool
+
+    family = tiny_family.TINY_FAMILY
+    source = loading._Source("folder", str(tiny_folder), path=tiny_folder)
+    big = np.zeros((512, 1024), "float32")  # tiny tensors are under 1 MiB: add one
+    assert loading._fresh_memory_needed(family, source, "float32") == []
+    from safetensors.numpy import load_file, save_file
+
+    tensors = load_file(str(tiny_folder / "model.safetensors"))
+    save_file({**tensors, "extra": big}, str(tiny_folder / "model.safetensors"))
+    assert loading._fresh_memory_needed(family, source, "float32") == [big.nbytes]
+    assert loading._fresh_memory_needed(family, source, "bfloat16") == []
+    named = loading._Source("named", "x", "repo/x")
+    assert loading._fresh_memory_needed(family, named, "float32") == []
 
 
 def test_weights_h5_round_trip(tiny_folder, tiny_inputs, tmp_path):
