@@ -1224,15 +1224,14 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
     threads, timeout, batches = opts["threads"], opts["timeout"], opts["batches"]
     repeats, per_call = opts["repeats"], opts["batches_per_call"]
     loadavg_start = _loadavg()
-    # The converted cache of the cached-load rows is written by this run's kvmm (so it always
-    # fits the code under test) into a temporary folder, with the checkpoint unless
-    # --checkpoint names one to keep.
+    # The named-weight load rows convert with this run's kvmm (so the cache always fits the
+    # code under test) into temporary folders, with the checkpoint unless --checkpoint
+    # names one to keep.
     tmp_root = Path(tempfile.mkdtemp(prefix=f"encoders_speed_{model}_"))
     if folder is None:
         folder = tmp_root / MODELS[model]["folder_name"]
     hub = tmp_root / "hf_home" / "hub"
-    cache_env = {"HF_HOME": str(hub.parent), "HF_HUB_CACHE": str(hub),
-                 "KVMM_CACHE": str(tmp_root / "kvmm_cache")}
+    hub_env = {"HF_HOME": str(hub.parent), "HF_HUB_CACHE": str(hub)}
     base = dict(model=model, threads=threads, folder=str(folder),
                 named=MODELS[model]["named"][0])
     build = {}
@@ -1324,7 +1323,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
                 if previous is not None:
                     shutil.rmtree(previous, ignore_errors=True)  # 0.8-3.5 GB each
                 kvmm_caches[backend] = tmp_root / f"kvmm_cache_{backend}_{i}"
-                env = dict(cache_env, KVMM_CACHE=str(kvmm_caches[backend]))
+                env = dict(hub_env, KVMM_CACHE=str(kvmm_caches[backend]))
                 loads.append(_run_worker(
                     dict(load_only, engine=engine, backend=backend, source="first", env=env),
                     backend, timeout, f"{model}: first load of the named weight, kvmm/{backend} "
@@ -1336,7 +1335,7 @@ def _benchmark(model: str, opts: dict, folder: Path, out_md: Path) -> Path:
                         continue  # measured in step 1
                     env = {}
                     if source == "cache":
-                        env = dict(cache_env, KVMM_CACHE=str(kvmm_caches[backend]))
+                        env = dict(hub_env, KVMM_CACHE=str(kvmm_caches[backend]))
                     spec = dict(load_only, engine=engine, backend=backend, source=source, env=env)
                     loads.append(_run_worker(
                         spec, backend, timeout,

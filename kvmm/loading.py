@@ -125,12 +125,9 @@ class SafetensorsCheckpoint:
     one tensor in memory. bfloat16 tensors are read through ``ml_dtypes``.
     """
 
-    def __init__(self, paths: Iterable[str | os.PathLike], immutable: bool = False):
+    def __init__(self, paths: Iterable[str | os.PathLike], immutable: bool | None = None):
         from safetensors import SafetensorError, safe_open
 
-        #: The files are never rewritten in place (see :func:`is_hub_blob`): a model may
-        #: keep the tensors :meth:`read` returns as its variables (PyTorch does).
-        self.immutable = immutable
         self._files = {}
         self._where: dict[str, str] = {}
         self._headers: dict[str, tuple[int, dict]] = {}  # path -> (data start, header)
@@ -146,9 +143,13 @@ class SafetensorsCheckpoint:
             self._files[path] = handle
             for key in handle.keys():
                 self._where[key] = path
+        #: The files are never rewritten in place (default: all are Hugging Face cache
+        #: blobs, :func:`is_hub_blob`): a model may keep the tensors :meth:`read` returns
+        #: as its variables (PyTorch does).
+        self.immutable = all(map(is_hub_blob, self._files)) if immutable is None else immutable
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, immutable: bool = False) -> SafetensorsCheckpoint:
+    def from_file(cls, path: str | os.PathLike, immutable: bool | None = None) -> SafetensorsCheckpoint:
         """Open ``model.safetensors`` or the shards listed by a ``*.safetensors.index.json``."""
         path = Path(path)
         if path.name.endswith(".index.json"):
@@ -378,39 +379,30 @@ def _progress_bar(total: int, source: str, progress: bool | None):
     return tqdm(total=total, desc=f"Converting {source}", unit="tensor", disable=disable)
 
 
-def apply_key_map(
-    rules: list[Rule],
-    checkpoint,
-    *,
-    source: str,
-    ignored_keys: tuple[str, ...] = (),
-    progress: bool | None = None,
-):
-    """Check every rule against ``checkpoint`` (:func:`check_key_map`), then assign tensor
-    by tensor, converting in memory.
+def apply_key_map(rules: list[Rule], checkpoint, *, source: str, progress: bool | None = None):
+    """Assign tensor by tensor, converting in memory; ``rules`` were checked against
+    ``checkpoint`` by :func:`check_key_map`.
 
     Tensors kept as they are (biases, LayerNorms, embeddings; on PyTorch also the
     ``(out, in)`` matrices behind Dense kernels) are used in place when the checkpoint's
     files are immutable, and copied otherwise (the model must not change when a local
-    checkpoint file is overwritten).
+    checkpoint file is overwritten). JAX and TensorFlow transpose a Dense kernel into new
+    memory in any case (:func:`backend_tensor`).
     """
     import keras
 
-    check_key_map(rules, checkpoint, source=source, ignored_keys=ignored_keys)
-    borrowed = getattr(checkpoint, "borrowed", False)
-    private = borrowed and not getattr(checkpoint, "immutable", False)
+    private = getattr(checkpoint, "borrowed", False) and not getattr(checkpoint, "immutable", False)
     views_kept = keras.backend.backend() == "torch"
     with _progress_bar(len(rules), source, progress) as bar:
         for rule in rules:
             array = checkpoint.read(rule.key)
             for variable, convert in rule.targets:
                 value = convert(array, tuple(variable.shape))
-                if _is_transposed(value) and not views_kept:
-                    value = transposed_copy(value)  # new memory in any case
-                elif private and np.may_share_memory(value, array):
-                    # PyTorch keeps a Dense kernel the transposed view of the (out, in)
-                    # matrix (backend_tensor): copy the matrix, keep the view.
-                    value = _owned_copy(value.T).T if _is_transposed(value) else _owned_copy(value)
+                if private and np.may_share_memory(value, array):
+                    if not _is_transposed(value):
+                        value = _owned_copy(value)
+                    elif views_kept:  # PyTorch keeps the kernel a view: copy the matrix
+                        value = _owned_copy(value.T).T
                 set_variable(variable, value)
             del array, value
             bar.update(1)
@@ -935,18 +927,13 @@ def is_hub_blob(path: str | os.PathLike) -> bool:
     return resolved.parent.name == "blobs" and resolved.parent.parent.name.startswith("models--")
 
 
-def open_checkpoint(path: str | os.PathLike, immutable: bool | None = None):
+def open_checkpoint(path: str | os.PathLike):
     """A lazy tensor reader for ``path``: :class:`SafetensorsCheckpoint` for
     ``.safetensors`` (or a shard index), otherwise a PyTorch pickle read without running
-    code from it (:class:`kvmm.utils.torch_pickle.TorchCheckpoint`). ``immutable``
-    (default: :func:`is_hub_blob` for every file) lets a model use the file's memory."""
+    code from it (:class:`kvmm.utils.torch_pickle.TorchCheckpoint`)."""
     path = Path(path)
     if path.name.endswith((".safetensors", ".index.json")):
-        checkpoint = SafetensorsCheckpoint.from_file(path)
-        if immutable is None:
-            immutable = all(map(is_hub_blob, checkpoint._files))
-        checkpoint.immutable = immutable
-        return checkpoint
+        return SafetensorsCheckpoint.from_file(path)
     from kvmm.utils.torch_pickle import TorchCheckpoint
 
     return TorchCheckpoint(path)
@@ -1127,9 +1114,7 @@ def _load_source(family, model, variant, source, revision, progress) -> None:
             load_converted(model, cache_path)
             _attach_vocabulary(family, model, source)
             return
-    apply_key_map(
-        rules, checkpoint, source=source.label, ignored_keys=family.ignored_keys, progress=progress
-    )
+    apply_key_map(rules, checkpoint, source=source.label, progress=progress)
     del checkpoint
     _attach_vocabulary(family, model, source)
 
