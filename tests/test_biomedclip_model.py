@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import pickle
+import shutil
 
 import keras
 import numpy as np
@@ -52,7 +53,8 @@ def full_checkpoint(tmp_path_factory, bert_vocab):
     ref = hfc.biomedclip_reference_outputs(reference, images, token_ids)
     del reference
     gc.collect()
-    return dict(folder=folder, images=images, token_ids=token_ids, ref=ref)
+    yield dict(folder=folder, images=images, token_ids=token_ids, ref=ref)
+    shutil.rmtree(work, ignore_errors=True)  # GB-sized: not kept to the end of the run
 
 
 def test_full_size_parity_named_weight_from_hf_cache(full_checkpoint, hf_cache, kvmm_cache):

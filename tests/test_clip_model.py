@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -55,7 +56,8 @@ def b32_checkpoint(tmp_path_factory):
     ref = hfc.reference_outputs(reference, images, token_ids)
     del reference
     gc.collect()
-    return dict(folder=folder, images=images, token_ids=token_ids, ref=ref)
+    yield dict(folder=folder, images=images, token_ids=token_ids, ref=ref)
+    shutil.rmtree(folder, ignore_errors=True)  # GB-sized: not kept to the end of the run
 
 
 def test_b32_parity_named_weight_from_hf_cache(b32_checkpoint, hf_cache):
