@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 
 import keras
 import numpy as np
@@ -307,12 +308,39 @@ def test_transposed_copy_and_aligned_memory():
         out = np.full(shape[::-1], np.nan, "float32")
         assert transposed_copy(matrix.T, out) is out
         np.testing.assert_array_equal(out, matrix.T)
+    import ml_dtypes  # 2-byte values: bands of 32 rows instead of 16
+
+    for shape in [(33, 17), (2048, 300)]:
+        matrix = rng.normal(size=shape).astype(ml_dtypes.bfloat16)
+        np.testing.assert_array_equal(transposed_copy(matrix.T), matrix.T)
     for shape in [(7,), (3, 4), (1024, 1024), (0, 5)]:
         array = aligned_empty(shape, "float32")
         assert array.shape == shape and array.flags.writeable
         assert array.size == 0 or array.ctypes.data % 64 == 0
         array[...] = 1.0
         assert array.sum() == np.prod(shape)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
+def test_fresh_buffers_are_private_memory():
+    """Buffers of 1 MiB and more are private anonymous maps (a shared one is shmem, which
+    is slower to fault in and to unmap) with or without a prefaulter."""
+    from kvmm import loading
+
+    def mapping_flags(array):
+        address = array.ctypes.data
+        for line in open("/proc/self/maps"):
+            span, perms = line.split()[:2]
+            lo, hi = (int(x, 16) for x in span.split("-"))
+            if lo <= address < hi:
+                return perms
+        raise AssertionError("address not mapped")
+
+    assert mapping_flags(loading.aligned_empty((1 << 20,), "float32"))[3] == "p"
+    with loading._prefaulting([4 << 20]):
+        loading._PREFAULT.current._thread.join()
+        array = loading.aligned_empty((1 << 20,), "float32")
+        assert mapping_flags(array)[3] == "p"
 
 
 def test_prefaulted_memory_serves_an_in_memory_conversion(tiny_folder):
