@@ -1465,8 +1465,10 @@ def _summary(reports: list[Path], matmul: list[dict], opts: dict) -> str:
         for key, group in _load_groups(loads):
             load_s = _median([l["load_s"] for l in group])
             peak = _median([l["peak_rss_after_read"] for l in group])
-            source = (REFERENCES[MODELS[model]["reference"]]["summary_folder"]
-                      if key[2] == "folder" else "kvmm's cache")
+            source = {"folder": REFERENCES[MODELS[model]["reference"]]["summary_folder"],
+                      "first": "named weight, first load",
+                      "cache": "named weight, later load",
+                      "h5": "`.weights.h5`"}.get(key[2], key[2])
             add(f"| {MODELS[model]['title']} | {_engine_label(group[0])} | {source} | "
                 f"{load_s:.2f} | {load_s / ref_s:.2f} | {_mib(peak):.0f} | {peak / ref_peak:.2f} |")
     add("")
