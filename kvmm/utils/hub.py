@@ -8,6 +8,8 @@ expect from transformers.
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 from kvmm.errors import HubUnavailableError, WeightsError
 
@@ -29,6 +31,31 @@ def _offline() -> bool:
     return constants.HF_HUB_OFFLINE or value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _cached_offline(repo_id: str, filename: str, revision: str | None) -> str | None:
+    """Offline (``HF_HUB_OFFLINE``), the path of ``filename`` in the local Hugging Face
+    cache, read off its layout (``models--<org>--<name>/refs/<revision>`` names the commit,
+    ``snapshots/<commit>/<filename>`` is the file), which is all ``hf_hub_download`` does
+    offline too; ``None`` when it is not there, and ``huggingface_hub`` decides.
+
+    Found this way, a load does not import ``huggingface_hub``'s download machinery (its
+    HTTP client and the rest: 0.07 s warm, 0.16 s cold, about a fifth of a cached load)."""
+    if not _offline():
+        return None
+    from huggingface_hub import constants
+
+    repo = Path(constants.HF_HUB_CACHE) / ("models--" + repo_id.replace("/", "--"))
+    revision = revision or "main"
+    if re.fullmatch(r"[0-9a-f]{40}", revision):
+        commit = revision
+    else:
+        try:
+            commit = (repo / "refs" / revision).read_text().strip()
+        except (OSError, ValueError):
+            return None
+    path = repo / "snapshots" / commit / filename
+    return str(path) if commit and path.is_file() else None
+
+
 def hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
     """Return the local path of ``filename`` from ``repo_id``, downloading it if needed.
 
@@ -37,6 +64,9 @@ def hub_file(repo_id: str, filename: str, revision: str | None = None) -> str:
             (no network, or ``HF_HUB_OFFLINE=1``); the message explains how to work offline.
         WeightsError: the repository or file does not exist, or access is gated.
     """
+    cached = _cached_offline(repo_id, filename, revision)
+    if cached is not None:
+        return cached
     import huggingface_hub
     from huggingface_hub import errors
 
