@@ -26,12 +26,13 @@ BF16_MIN_COSINE = 0.99  # stated in docs/performance.md
 
 
 def _count_calls(layer) -> list:
-    """Make ``layer.call`` count its Python executions (= traces when compiled)."""
+    """Make ``layer.call`` record its Python executions (= traces when compiled): one entry
+    per call, the inputs' leading (batch) dimension."""
     calls = []
     original = layer.call
 
     def counting(*args, **kwargs):
-        calls.append(1)
+        calls.append(tuple(getattr(args[0], "shape", (None,)))[0])
         return original(*args, **kwargs)
 
     layer.call = counting
@@ -62,9 +63,9 @@ def test_repeated_calls_do_not_recompile(build):
         assert (len(vision), len(text)) == traced, "repeated calls traced the tower again"
 
 
-def test_large_batches_run_in_token_capped_passes_on_torch_cpu(monkeypatch):
-    """On PyTorch's CPU device a batch is split into passes of at most
-    TORCH_CPU_TOKENS_PER_CALL tokens (fresh-memory cost, see dual_encoder._torch_cpu_rows);
+def test_large_batches_run_in_token_capped_passes_on_cpu(monkeypatch):
+    """On a CPU device (JAX, PyTorch) a batch is split into equal passes of at most
+    CPU_TOKENS_PER_CALL tokens (cache and fresh-memory cost, see dual_encoder._cpu_rows);
     the embeddings equal one full pass on every backend."""
     from kvmm.models import dual_encoder
 
@@ -75,16 +76,20 @@ def test_large_batches_run_in_token_capped_passes_on_torch_cpu(monkeypatch):
     whole_images = model.encode_images(images, batch_size=6)
     whole_texts = model.encode_texts(token_ids, batch_size=6)
     tokens_per_image = model.vision_model.num_tokens
-    monkeypatch.setattr(dual_encoder, "TORCH_CPU_TOKENS_PER_CALL", 2 * tokens_per_image)
+    # 5 images a pass at most: 6 images run as 2 passes of 3 (equal passes, not 5 + 1)
+    monkeypatch.setattr(dual_encoder, "CPU_TOKENS_PER_CALL", 5 * tokens_per_image)
     vision, text = _count_calls(model.vision_model), _count_calls(model.text_model)
     np.testing.assert_allclose(model.encode_images(images, batch_size=6), whole_images,
                                atol=1e-6)
-    monkeypatch.setattr(dual_encoder, "TORCH_CPU_TOKENS_PER_CALL",
-                        3 * model.max_text_length)
+    monkeypatch.setattr(dual_encoder, "CPU_TOKENS_PER_CALL", 3 * model.max_text_length)
     np.testing.assert_allclose(model.encode_texts(token_ids, batch_size=6), whole_texts,
                                atol=1e-6)
     if BACKEND == "torch":
-        assert (len(vision), len(text)) == (3, 2)  # passes of 2 images, of 3 texts
+        assert (len(vision), len(text)) == (2, 2)  # passes of 3 images, of 3 texts
+        assert set(vision + text) == {3}
+    elif BACKEND == "jax":
+        # predict traces once per new batch shape: one trace each, of 3 rows
+        assert vision + text == [3, 3], (vision, text)
     elif BACKEND == "tensorflow":
         assert (len(vision), len(text)) == (0, 0)  # the full batch's graph, already traced
 
