@@ -155,6 +155,55 @@ def _cosines(a, b):
     return np.sum(a * b, -1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "mixed_bfloat16"])
+def test_sublayers_called_directly_in_torch_inference_give_the_same_embeddings(
+        monkeypatch, dtype):
+    """On PyTorch, inference (no autograd) calls the encoders' built sublayers' ``call``
+    directly, skipping Keras' ``Layer.__call__`` (kvmm.layers.sublayer); the embeddings are
+    exactly those of the full ``__call__`` path, also under a mixed policy (autocast). With
+    autograd on, and for a layer with a forward hook, ``__call__`` runs as usual. Other
+    backends always take ``__call__``."""
+    from kvmm.layers import sublayer
+
+    model = build_tiny(dtype=dtype)
+    rng = np.random.default_rng(7)
+    images = rng.uniform(-1, 1, (3, 32, 32, 3)).astype("float32")
+    token_ids = rng.integers(2, model.vocabulary_size - 1, (3, model.max_text_length))
+    calls = []
+    original = keras.Layer.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(keras.Layer, "__call__", counting)
+    direct = model.encode_images(images), model.encode_texts(token_ids)
+    direct_calls = len(calls)
+    monkeypatch.setattr(sublayer, "_direct_call_is_safe", lambda layer, x: False)
+    calls.clear()
+    full = model.encode_images(images), model.encode_texts(token_ids)
+    for a, b in zip(direct, full):
+        np.testing.assert_array_equal(a, b)
+    if BACKEND == "torch":
+        assert direct_calls < len(calls) // 2, (direct_calls, len(calls))
+        monkeypatch.undo()
+        monkeypatch.setattr(keras.Layer, "__call__", counting)
+        import torch
+
+        block = model.text_model.encoder.blocks[0]
+        seen = []
+        handle = block.register_forward_hook(lambda module, args, output: seen.append(1))
+        try:
+            model.encode_texts(token_ids)
+            assert seen, "the hooked block was not called through __call__"
+        finally:
+            handle.remove()
+        calls.clear()
+        with torch.enable_grad():
+            model.text_model(keras.ops.convert_to_tensor(token_ids))
+        assert calls.count("Dense") >= 4 * len(model.text_model.encoder.blocks)
+
+
 @pytest.mark.parametrize("dtype", ["bfloat16", "mixed_bfloat16"])
 def test_bfloat16_stays_close_to_float32(tiny_checkpoint, dtype):
     from tiny_family import TINY_FAMILY

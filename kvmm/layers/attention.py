@@ -20,6 +20,7 @@ import keras
 from keras import ops
 from kvmm.layers.dense import Dense
 from kvmm.layers.initialization import initializer
+from kvmm.layers.sublayer import call_sublayer
 
 
 def heads_major_attention(query, key, value, mask=None, is_causal=False):
@@ -154,16 +155,16 @@ class MultiHeadAttention(keras.layers.Layer):
 
     def call(self, query, key_value=None, padding_mask=None, is_causal=False):
         key_value = query if key_value is None else key_value
-        q = self._split_heads(self.query(query))
-        k = self._split_heads(self.key(key_value))
-        v = self._split_heads(self.value(key_value))
+        q = self._split_heads(call_sublayer(self.query, query))
+        k = self._split_heads(call_sublayer(self.key, key_value))
+        v = self._split_heads(call_sublayer(self.value, key_value))
         mask = None
         if padding_mask is not None:
             mask = ops.cast(padding_mask, "bool")[:, None, None, :]
         x = attention(q, k, v, mask=mask, is_causal=is_causal)
         batch, length = ops.shape(x)[0], ops.shape(x)[1]
         x = ops.reshape(x, (batch, length, self.hidden_dim))
-        return self.output_dense(x)
+        return call_sublayer(self.output_dense, x)
 
     def compute_output_shape(self, query_shape, key_value_shape=None):
         return tuple(query_shape[:-1]) + (self.hidden_dim,)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from kvmm.layers.encoder_block import TransformerEncoderBlock
+from kvmm.layers.sublayer import call_sublayer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -62,7 +63,7 @@ class TransformerEncoder(keras.layers.Layer):
     def call(self, x, padding_mask=None, is_causal=False, return_hidden_states=False):
         hidden_states = [x]
         for block in self.blocks:
-            x = block(x, padding_mask=padding_mask, is_causal=is_causal)
+            x = call_sublayer(block, x, padding_mask=padding_mask, is_causal=is_causal)
             hidden_states.append(x)
         return (x, hidden_states) if return_hidden_states else x
 

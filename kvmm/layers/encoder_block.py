@@ -6,6 +6,7 @@ import keras
 
 from kvmm.layers.attention import MultiHeadAttention
 from kvmm.layers.mlp import MLP
+from kvmm.layers.sublayer import call_sublayer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -67,13 +68,13 @@ class TransformerEncoderBlock(keras.layers.Layer):
         self.built = True
 
     def call(self, x, padding_mask=None, is_causal=False):
+        attend = lambda h: call_sublayer(  # noqa: E731
+            self.attention, h, padding_mask=padding_mask, is_causal=is_causal)
         if not self.norm_first:
-            x = self.layer_norm1(
-                x + self.attention(x, padding_mask=padding_mask, is_causal=is_causal)
-            )
-            return self.layer_norm2(x + self.mlp(x))
-        x = x + self.attention(self.layer_norm1(x), padding_mask=padding_mask, is_causal=is_causal)
-        return x + self.mlp(self.layer_norm2(x))
+            x = call_sublayer(self.layer_norm1, x + attend(x))
+            return call_sublayer(self.layer_norm2, x + call_sublayer(self.mlp, x))
+        x = x + attend(call_sublayer(self.layer_norm1, x))
+        return x + call_sublayer(self.mlp, call_sublayer(self.layer_norm2, x))
 
     def compute_output_shape(self, input_shape):
         return input_shape

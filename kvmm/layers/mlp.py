@@ -7,6 +7,7 @@ import keras
 from kvmm.layers.activations import get_activation
 from kvmm.layers.dense import Dense
 from kvmm.layers.initialization import initializer
+from kvmm.layers.sublayer import call_sublayer
 
 
 @keras.saving.register_keras_serializable(package="kvmm")
@@ -55,7 +56,7 @@ class MLP(keras.layers.Layer):
         self.built = True
 
     def call(self, x):
-        return self.fc2(self._activation_fn(self.fc1(x)))
+        return call_sublayer(self.fc2, self._activation_fn(call_sublayer(self.fc1, x)))
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.hidden_dim,)
